@@ -269,17 +269,22 @@ class PairwiseLoss(nn.Module):
         z = _promote(embeddings)
         if self.normalize:
             z = F.normalize(z, dim=1)
-        return self.from_similarity(z @ z.T, labels)
+        if z.shape[0] < 2:
+            raise ValueError(f"embeddings: need at least N = 2 samples, got N = {z.shape[0]}")
+        _check_labels(labels, z.shape[0])
+        return self._loss(z @ z.T, labels)
 
     def from_similarity(self, sim: Tensor, labels: Tensor) -> Tensor:
         """The same loss from a given similarity matrix ``[N, N]`` (its diagonal is ignored)."""
         if not isinstance(sim, Tensor) or sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
             raise ValueError(f"sim must be a square [N, N] tensor, got {getattr(sim, 'shape', type(sim))}")
-        n = sim.shape[0]
-        if n < 2:
-            raise ValueError(f"embeddings: need at least N = 2 samples, got N = {n}")
-        _check_labels(labels, n)
-        sim = _promote(sim)
+        if sim.shape[0] < 2:
+            raise ValueError(f"sim: need at least N = 2 samples, got N = {sim.shape[0]}")
+        _check_labels(labels, sim.shape[0])
+        _check_finite("sim", sim)
+        return self._loss(_promote(sim), labels)
+
+    def _loss(self, sim: Tensor, labels: Tensor) -> Tensor:
         positives, negatives = pair_masks(labels.to(sim.device))
         has_positive = positives.any(dim=1)
         if not bool(has_positive.any()):
