@@ -1,0 +1,104 @@
+"""``python -m clmini run`` (one chapter) and ``python -m clmini book`` (every chapter, then the HTML)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clmini import notebooks
+
+EXIT_FAILED = 1      # a cell raised, the kernel died, or the build failed
+EXIT_BAD_INPUT = 2   # a parameter, profile or path that does not fit (nothing was run)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run", help="execute one chapter notebook with checked parameters (wraps papermill)",
+        description="Execute a chapter notebook with papermill after checking every parameter "
+                    "against its `parameters` cell. Example: python -m clmini run "
+                    "notebooks/01_infonce_temperature.ipynb --profile quick -p temperatures \"[0.1, 0.5]\"",
+    )
+    run.add_argument("notebook", type=Path, help="the source notebook, e.g. notebooks/01_....ipynb")
+    _add_profile(run)
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="override a parameter; VALUE is read as a Python literal or YAML, "
+                          "else as a string (repeatable)")
+    run.add_argument("-o", "--output", type=Path, default=None,
+                     help="where the executed notebook goes (default: book/chapters/<name>.ipynb)")
+    run.add_argument("--profiles", type=Path, default=None,
+                     help="the profiles file (default: profiles.yaml beside the notebook)")
+    run.add_argument("-l", "--list", action="store_true",
+                     help="list the notebook's parameters and the profile's values, run nothing")
+    run.set_defaults(func=cmd_run)
+
+    book = subparsers.add_parser(
+        "book", help="run every chapter of _toc.yml, then build the HTML book",
+        description="Execute every chapter listed in _toc.yml into book/chapters/ and build "
+                    "the book with `jupyter-book build . -W -n --keep-going`.",
+    )
+    _add_profile(book)
+    book.add_argument("--skip-run", action="store_true",
+                      help="build from the chapters already executed in book/chapters/")
+    book.add_argument("--root", type=Path, default=Path("."), help="the book root (default: .)")
+    book.add_argument("--path-output", type=Path, default=None,
+                      help="build into DIR/_build instead of ROOT/_build")
+    book.set_defaults(func=cmd_book)
+
+
+def _add_profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=notebooks.DEFAULT_PROFILE,
+                        help="smoke (seconds), quick (default; a laptop CPU) or full (a GPU)")
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        if args.list:
+            return _list(args)
+        notebooks.run_notebook(args.notebook, args.profile, args.parameter, args.output, args.profiles)
+    except notebooks.ParameterError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    except notebooks.NotebookError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    declared = notebooks.read_parameters(args.notebook)
+    values = notebooks.resolve_parameters(args.notebook, args.profile, args.parameter, args.profiles)
+    width = max((len(name) for name in declared), default=0)
+    print(f"{args.notebook} — parameters (profile {args.profile!r} values marked *):")
+    for name, param in declared.items():
+        shown = f"{values[name]!r} *" if name in values else param.source
+        print(f"  {name:<{width}}  {shown:<30}  {notebooks.describe(param.spec)}")
+    return 0
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    try:
+        index = notebooks.build_book(args.root, args.profile, args.skip_run, args.path_output)
+    except notebooks.ParameterError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+    except notebooks.NotebookError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    print(f"The book is at {index}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """These two commands alone (``python -m clmini.cli_book``), e.g. while the rest is being built."""
+    parser = argparse.ArgumentParser(prog="python -m clmini.cli_book")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
