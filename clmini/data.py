@@ -78,6 +78,18 @@ class ImageData:
         return out
 
 
+def _grouped_by_class(labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """A random permutation of the samples grouped by class (class 0 first), each sample's rank
+    inside its class in that order, and the class counts."""
+    counts = torch.bincount(labels)
+    order = torch.randperm(labels.numel(), generator=generator)
+    # Stable sort by label keeps the random order inside each class.
+    order = order[torch.argsort(labels[order], stable=True)]
+    first_of_class = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(labels.numel()) - first_of_class[labels[order]]
+    return order, rank, counts
+
+
 def stratified_indices(labels: Tensor, n: int, seed: int = 0) -> Tensor:
     """``n`` indices into ``labels`` drawn without replacement, each class keeping its share.
 
@@ -88,20 +100,35 @@ def stratified_indices(labels: Tensor, n: int, seed: int = 0) -> Tensor:
     if not 0 < n <= total:
         raise ValueError(f"n must be in [1, {total}] (the number of samples), got {n}")
     labels = labels.cpu()
-    counts = torch.bincount(labels)
+    order, rank, counts = _grouped_by_class(labels, torch.Generator().manual_seed(seed))
     exact = counts.double() * n / total
     quota = exact.floor().long()
     leftover = n - int(quota.sum())
     quota[torch.argsort(exact - quota, descending=True, stable=True)[:leftover]] += 1
-    # A random order, then grouped by class (stable sort keeps the random order inside a class):
-    # an element's rank inside its class decides whether it is within that class's quota.
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(total, generator=g)
-    order = order[torch.argsort(labels[order], stable=True)]
-    sorted_labels = labels[order]
-    first_of_class = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(total) - first_of_class[sorted_labels]
-    return order[rank < quota[sorted_labels]].sort().values
+    return order[rank < quota[labels[order]]].sort().values
+
+
+def class_balanced_batches(labels: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
+    """One epoch of class-balanced batches: indices ``[steps, C * (batch_size // C)]``.
+
+    Every batch holds ``batch_size // C`` samples of each of the ``C`` classes (the batch is
+    rounded down to a multiple of ``C``). Classes larger than the smallest one contribute a random
+    part of their samples each epoch, so an epoch has ``min class count // (batch_size // C)`` steps.
+    """
+    labels = labels.cpu()
+    order, rank, counts = _grouped_by_class(labels, generator)
+    present = counts > 0
+    n_classes = int(present.sum())
+    per_class = batch_size // n_classes
+    if per_class < 1:
+        raise ValueError(f"batch_size {batch_size} is smaller than the number of classes "
+                         f"({n_classes}): a class-balanced batch needs one image of each")
+    steps = int(counts[present].min()) // per_class
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size}: the smallest class has {int(counts[present].min())} "
+                         f"samples, fewer than the {per_class} per class one batch needs")
+    keep = order[rank < steps * per_class]  # grouped by class, steps * per_class of each
+    return keep.view(n_classes, steps, per_class).transpose(0, 1).reshape(steps, n_classes * per_class)
 
 
 def load_dataset(name: str = "fashion-mnist", root: str | os.PathLike | None = None, *,

@@ -211,3 +211,49 @@ def similarity_histograms(z: Tensor, labels: Tensor, bins: int = 50) -> dict[str
 
     return {"edges": edges.tolist(), "positive": density(sim[positives]),
             "negative": density(sim[negatives])}
+
+
+def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train_size: int | None = None,
+                            probe_epochs: int = 30, augment_config=None, n_pairs: int = 2000) -> dict:
+    """The final evaluation of a network on an :class:`~clmini.data.ImageData`.
+
+    Encoder features ``h`` give kNN and linear-probe accuracy (bank/probe training set: the train
+    split, or a stratified ``eval_train_size`` subset of it; queries: the whole test split).
+    Normalised projections ``z`` of the test split give uniformity, tolerance and separation; two
+    augmented views of ``n_pairs`` test images give alignment, the mean positive/negative
+    similarity and the histograms. Subsets and views use fixed seeds, so every run (and the
+    random-init baseline) is measured on the same images.
+    """
+    from clmini.augment import AugmentConfig, augment
+    from clmini.losses import two_views
+
+    bank = data if eval_train_size is None else data.subset(n_train=eval_train_size, seed=0)
+    train_h, train_z = encode(model, bank.train_x)
+    test_h, test_z = encode(model, data.test_x)
+    pairs = data.subset(n_test=min(n_pairs, data.test_y.numel()), seed=0)
+    generator = torch.Generator(data.device).manual_seed(0)
+    config = augment_config or AugmentConfig()
+    views = [augment(pairs.test_x, generator, config) for _ in range(2)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast(data.device):
+        z1, z2 = (model(v).float() for v in views)
+    model.train(was_training)
+    z, ids = two_views(z1, z2)
+    positive, negative = mean_pair_similarity(z, ids)
+    _, pairs_z = encode(model, pairs.test_x)
+    return {
+        "knn_acc": knn_accuracy(train_h, bank.train_y, test_h, data.test_y, k=min(knn_k, len(bank.train_y))),
+        "knn_k": min(knn_k, len(bank.train_y)),
+        "linear_probe_acc": linear_probe(train_h, bank.train_y, test_h, data.test_y, epochs=probe_epochs),
+        "uniformity": uniformity(test_z),
+        "tolerance": tolerance(test_z, data.test_y),
+        "alignment": alignment(z1, z2),
+        "separation": embedding_separation(train_z, bank.train_y, test_z, data.test_y),
+        "pos_sim": positive,
+        "neg_sim": negative,
+        "histograms": {"views": similarity_histograms(z, ids),
+                       "classes": similarity_histograms(pairs_z, pairs.test_y)},
+        "eval_train_size": len(bank.train_y),
+        "eval_test_size": len(data.test_y),
+    }

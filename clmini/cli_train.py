@@ -1,0 +1,228 @@
+"""``python -m clmini pretrain`` (train or load a cached run) and ``python -m clmini evaluate RUN_DIR``.
+
+The ``pretrain`` options are generated from :class:`~clmini.train.TrainConfig`,
+:class:`~clmini.augment.AugmentConfig` and the constructor arguments of the losses, so every
+hyperparameter is reachable and ``--help`` lists them all. The config is built and validated
+(loss included) before any data is loaded: a bad value is an error naming the option, at once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from clmini import runs
+from clmini.augment import AugmentConfig
+from clmini.data import DATASETS
+from clmini.losses import LOSSES
+from clmini.models import ARCHS
+from clmini.train import MODES, OPTIMIZERS, TrainConfig, load_run, loss_arguments, train_or_load
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+_HELP = {
+    "dataset": "data set",
+    "n_train": "train on a stratified subset of this many images ('all' for the whole split)",
+    "arch": "encoder architecture",
+    "width": "small-cnn channel width (32 -> 32/64/128 channels)",
+    "proj_dim": "output dimension of the projection head",
+    "loss": "loss (see clmini.losses.LOSSES)",
+    "mode": "simclr: two views, labels = instance ids; supervised: labels = classes, class-balanced batches",
+    "epochs": "training epochs (0: the random-init baseline)",
+    "batch_size": "images per batch (each contributes two views)",
+    "optimizer": "optimizer",
+    "lr": "peak learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay",
+    "warmup_epochs": "linear warm-up epochs before the cosine decay",
+    "seed": "seed of the run (initialisation, batches, augmentations)",
+    "knn_k": "k of the weighted kNN classifier",
+    "eval_train_size": "kNN bank / linear-probe training images ('all' for the whole split)",
+    "monitor_train_size": "per-epoch kNN monitor: bank size",
+    "monitor_test_size": "per-epoch kNN monitor: held-out queries",
+    "probe_epochs": "linear-probe training epochs",
+    "crop_scale": "random resized crop: area fraction range",
+    "crop_ratio": "random resized crop: aspect-ratio range",
+    "flip_p": "horizontal flip probability",
+    "jitter_p": "colour-jitter probability",
+    "brightness": "brightness jitter strength",
+    "contrast": "contrast jitter strength",
+    "saturation": "saturation jitter strength (RGB)",
+    "hue": "hue jitter (fraction of a turn, RGB)",
+    "grayscale_p": "random grayscale probability (RGB)",
+    "blur_p": "Gaussian blur probability",
+    "blur_sigma": "Gaussian blur sigma range",
+}
+_CHOICES = {"dataset": DATASETS, "arch": ARCHS, "mode": MODES, "optimizer": OPTIMIZERS,
+            "loss": tuple(sorted(LOSSES))}
+
+
+def _int_or_all(text: str) -> int | None:
+    return None if text.lower() in ("all", "none") else int(text)
+
+
+def _option(parser: argparse.ArgumentParser, name: str, default, help_text: str, choices=None,
+            value_type=None) -> None:
+    """Add ``--name`` typed after ``default`` (or ``value_type``); absent from the namespace
+    unless given, so a ``--config`` file's value is only overridden on purpose."""
+    kwargs = dict(dest=name, default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
+    if isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(default, tuple):
+        kwargs.update(nargs=len(default), type=type(default[0]), metavar=("MIN", "MAX"))
+    else:
+        kwargs.update(type=value_type or (_int_or_all if default is None else type(default)), choices=choices)
+    parser.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def _loss_options() -> dict[str, tuple[object, type]]:
+    """Every loss constructor argument: name -> (its default, its type)."""
+    options = {}
+    for loss in LOSSES:
+        for name, param in loss_arguments(loss).items():
+            annotation = str(param.annotation)
+            value_type = int if annotation.startswith("int") else \
+                bool if annotation.startswith("bool") else float
+            options.setdefault(name, (param.default, value_type))
+    return options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    pretrain = subparsers.add_parser(
+        "pretrain", help="train an encoder with a contrastive loss (or load the cached run)",
+        description="Train (or load from the run cache) one contrastive pre-training run and print "
+                    "its metrics. Example: python -m clmini pretrain --loss infonce --temperature 0.5 "
+                    "--dataset fashion-mnist --epochs 5")
+    pretrain.add_argument("--config", type=Path, default=None,
+                          help="start from a JSON config (a run's config.json or a dict of fields); "
+                               "options given here override it")
+    defaults = TrainConfig()
+    group = pretrain.add_argument_group("run config (hashed: a change means a new run)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("loss_args", "augment"):
+            continue
+        _option(group, f.name, getattr(defaults, f.name), _HELP.get(f.name, f.name), _CHOICES.get(f.name))
+    loss_group = pretrain.add_argument_group("loss arguments (only those of the chosen --loss; "
+                                             "defaults are the loss's own)")
+    for name, (default, value_type) in _loss_options().items():
+        takers = [loss for loss in LOSSES if name in loss_arguments(loss)]
+        _option(loss_group, name, default, f"for {', '.join(takers)}", value_type=value_type)
+    aug_group = pretrain.add_argument_group("augmentation")
+    for f in dataclasses.fields(AugmentConfig):
+        _option(aug_group, f.name, getattr(AugmentConfig(), f.name), _HELP.get(f.name, f.name))
+    rt = pretrain.add_argument_group("runtime (not part of the run's identity)")
+    rt.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    rt.add_argument("--root", type=Path, default=None, help="data directory (else $CLMINI_DATA, then "
+                                                            "Debian's dataset-fashion-mnist)")
+    rt.add_argument("--download", action="store_true", help="allow torchvision to download the data")
+    rt.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run cache (default: runs)")
+    rt.add_argument("--checkpoint-every", type=float, default=60.0,
+                    help="seconds between mid-epoch checkpoints (default: 60)")
+    rt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.set_defaults(func=cmd_pretrain, _parser=pretrain)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="print the metrics of a finished run",
+        description="Check a run directory (complete, files matching their digests) and print its "
+                    "metrics and per-epoch history.")
+    evaluate.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/<hash>")
+    evaluate.add_argument("--json", action="store_true", help="print metrics.json as it is")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the options describe (``--config`` file, then the options)."""
+    values: dict = {}
+    if args.config is not None:
+        loaded = json.loads(args.config.read_text())
+        values = dict(loaded.get("config", loaded))
+    config_loss = values.get("loss")
+    given = vars(args)
+    config_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"loss_args", "augment"}
+    values.update({k: given[k] for k in config_fields if k in given})
+    augment = dict(values.get("augment", {}))
+    augment.update({f.name: tuple(given[f.name]) if isinstance(given[f.name], list) else given[f.name]
+                    for f in dataclasses.fields(AugmentConfig) if f.name in given})
+    values["augment"] = augment
+    # A --config's loss arguments belong to its loss: they carry over only if --loss keeps it.
+    loss_args = dict(values.get("loss_args", {})) if values.get("loss") == config_loss else {}
+    loss_args.update({k: given[k] for k in _loss_options() if k in given})
+    loss = values.get("loss", TrainConfig.loss)
+    accepted = loss_arguments(loss) if loss in LOSSES else {}
+    wrong = [k for k in loss_args if k not in accepted]
+    if wrong and loss in LOSSES:
+        options = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        takes = ", ".join("--" + a.replace("_", "-") for a in accepted) or "no arguments"
+        raise ValueError(f"{options}: not an argument of loss {loss!r} (it takes {takes})")
+    values["loss_args"] = loss_args
+    return TrainConfig.from_dict(values)
+
+
+def _as_option(message: str) -> str:
+    """Name the option, not the config field: "lr must be ..." -> "--lr must be ..."."""
+    first, _, rest = message.partition(" ")
+    names = {f.name for f in dataclasses.fields(TrainConfig)} | {f.name for f in dataclasses.fields(AugmentConfig)}
+    if first in names | set(_loss_options()):
+        return f"--{first.replace('_', '-')} {rest}"
+    return message
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except (ValueError, TypeError, OSError) as err:
+        args._parser.error(_as_option(str(err)))  # exits with status 2 and the usage line
+    try:
+        run = train_or_load(config, args.runs_dir, device=args.device, root=args.root,
+                            download=args.download, progress=not args.no_progress,
+                            checkpoint_every=args.checkpoint_every)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"run: {run.dir}")
+    print(format_metrics(run.metrics))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        run = load_run(args.run_dir)
+    except runs.CorruptRun as err:
+        print(f"error: {args.run_dir} is not a complete run ({err}).\nTo finish or redo it: "
+              f"python -m clmini pretrain --config {args.run_dir / runs.CONFIG}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(run.metrics, indent=1))
+        return 0
+    print(f"run {run.dir}")
+    print(json.dumps(run.config.to_dict()))
+    print(format_metrics(run.metrics))
+    print(format_history(run.history))
+    return 0
+
+
+_SHOWN = ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment", "separation",
+          "pos_sim", "neg_sim", "final_loss", "train_seconds", "eval_seconds", "device_name")
+
+
+def format_metrics(metrics: dict) -> str:
+    width = max(map(len, _SHOWN))
+    lines = []
+    for key in _SHOWN:
+        value = metrics.get(key)
+        lines.append(f"  {key:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def format_history(history: list[dict]) -> str:
+    keys = ["epoch"] + [k for k in ("loss", "knn_acc", "uniformity", "tolerance", "pos_sim", "neg_sim",
+                                    "tau_pos", "tau_neg", "lr") if any(k in r for r in history)]
+    rows = [" ".join(f"{k:>10}" for k in keys)]
+    for record in history:
+        cells = [record.get(k) for k in keys]
+        rows.append(" ".join(f"{c:>10.4f}" if isinstance(c, float) else f"{'' if c is None else c:>10}"
+                             for c in cells))
+    return "\n".join(rows)
