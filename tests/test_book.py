@@ -1,0 +1,211 @@
+"""The book build, end to end: chapters run under `smoke`, `jupyter-book -W`, offline HTML.
+
+The real pages and configuration are built into a temporary copy of the book whose table of
+contents lists a small fixture chapter in place of the chapters; every chapter that exists is run
+under `smoke` by tests/test_notebooks.py. The copy goes through `python -m clmini book`, the same
+command as `make book`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from clmini import notebooks as nbr
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CDN = re.compile(r"cdn\.|jsdelivr|unpkg|cdnjs|googleapis|gstatic|mathjax@|binder|thebe", re.I)
+
+
+def _load_check_book():
+    spec = importlib.util.spec_from_file_location("check_book", REPO / "scripts" / "check_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_book = _load_check_book()
+
+
+def with_chapters(toc: dict, stems: list[str]) -> dict:
+    """``toc`` with its generated chapters replaced by ``stems`` (at the place of the first one)."""
+    prefix = nbr.CHAPTERS_DIR.as_posix() + "/"
+
+    def fix(node):
+        if isinstance(node, dict):
+            return {k: fix(v) for k, v in node.items()}
+        if not isinstance(node, list):
+            return node
+        out, placed = [], False
+        for item in node:
+            if isinstance(item, dict) and str(item.get("file", "")).startswith(prefix):
+                if not placed:
+                    out += [{"file": prefix + s} for s in stems]
+                    placed = True
+            else:
+                out.append(fix(item))
+        return out
+
+    return fix(toc)
+
+
+def make_book(dest: Path, stems: list[str]) -> Path:
+    """A copy of the book at ``dest`` whose chapters are fixture notebooks ``stems``."""
+    (dest / "book").mkdir(parents=True)
+    (dest / "notebooks").mkdir()
+    shutil.copy(REPO / "_config.yml", dest)
+    for page in (REPO / "book").iterdir():
+        if page.is_file() and page.suffix in (".md", ".bib"):
+            shutil.copy(page, dest / "book")
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    (dest / "_toc.yml").write_text(yaml.safe_dump(with_chapters(toc, stems), sort_keys=False))
+    for stem in stems:
+        shutil.copy(FIXTURES / f"{stem}.ipynb", dest / "notebooks")
+    shutil.copy(FIXTURES / "profiles.yaml", dest / "notebooks")
+    if (REPO / "node_modules").is_dir():
+        (dest / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
+    return dest
+
+
+def clmini_book(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clmini", "book", "--root", str(root), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The fixture book, run under `smoke` and built with -W; returns its _build/html."""
+    if not (REPO / nbr.MATHJAX_SCRIPT).is_file():
+        pytest.fail("MathJax is not installed: run `npm ci` (make test does it)")
+    root = make_book(tmp_path_factory.mktemp("book"), ["00_fixture_chapter"])
+    start = time.perf_counter()
+    done = clmini_book(root, "--profile", "smoke")
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    index = root / "_build" / "html" / "index.html"
+    assert f"The book is at {index}" in done.stdout
+    print(f"fixture book: run + build in {elapsed:.1f} s")
+    return index.parent
+
+
+def test_real_toc_pages_exist():
+    for entry in nbr.toc_files(REPO):
+        if not entry.startswith(nbr.CHAPTERS_DIR.as_posix()):
+            assert (REPO / f"{entry}.md").is_file(), f"_toc.yml lists {entry}, which has no page"
+
+
+def test_chapter_sources_follow_the_toc():
+    for stem in nbr.toc_chapters(REPO):
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+", stem), f"chapter {stem} is not named NN_name"
+
+
+def test_book_builds_every_page(built):
+    pages = {p.relative_to(built).as_posix() for p in built.rglob("*.html")}
+    for page in ("book/intro.html", "book/notation.html", "book/reproducing.html",
+                 "book/bibliography.html", "book/chapters/00_fixture_chapter.html"):
+        assert page in pages
+
+
+def test_html_uses_the_local_mathjax_and_no_cdn(built):
+    script = built / "_static" / "mathjax" / "es5" / "tex-mml-chtml.js"
+    fonts = built / "_static" / "mathjax" / "es5" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert script.is_file() and any(fonts.glob("*.woff"))
+    notation = (built / "book" / "notation.html").read_text()
+    assert re.search(r'<script[^>]+src="\.\./_static/mathjax/es5/tex-mml-chtml\.js', notation)
+    for page in built.rglob("*.html"):
+        if "_static" in page.parts:
+            continue
+        text = page.read_text()
+        assert not re.search(r'<(script|link)[^>]+(src|href)="(https?:)?//', text), page
+        assert not CDN.search(text), f"{page}: {CDN.search(text).group(0)}"
+
+
+def test_chapter_page_has_figure_glue_citation_and_hidden_solution(built):
+    html = (built / "book" / "chapters" / "00_fixture_chapter.html").read_text()
+    assert re.search(r'<img[^>]+src="\.\./\.\./_images/[^"]+\.png"', html)
+    assert "Under profile" in html and "smoke" in html  # the glued profile name
+    peak = re.search(r"smallest\s+temperature is\s+(?:<[^>]+>)*\s*([0-9.]+)", html)
+    assert peak and 0 < float(peak.group(1)) < 1
+    assert "bibliography.html#id" in html or "bibliography.html#" in html  # the {cite} resolved
+    assert "exercise" in html and re.search(r'class="[^"]*solution[^"]*dropdown', html)
+
+
+def test_bibliography_lists_the_cited_papers(built):
+    html = (built / "book" / "bibliography.html").read_text().lower()  # titles in sentence case
+    for words in ("Understanding the Behaviour of Contrastive Loss", "Temperature-Free Loss Function",
+                  "Dynamically Scaled Temperature", "Supervised Information Noise-Contrastive",
+                  "Simple Framework for Contrastive Learning", "Alignment and Uniformity",
+                  "Supervised Contrastive Learning"):
+        assert words.lower() in html, words
+
+
+def test_static_offline_checks_pass(built):
+    problems, math_pages = check_book.static_checks(built)
+    assert not problems
+    assert {p.name for p in math_pages} >= {"notation.html", "00_fixture_chapter.html"}
+
+
+@pytest.mark.skipif(check_book.find_chromium(None) is None, reason="chromium is not installed")
+def test_pages_render_offline_in_chromium(built):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "check_book.py"), str(built)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "formulas typeset" in done.stdout
+
+
+def test_a_chapter_that_raises_fails_the_book(tmp_path):
+    root = make_book(tmp_path, ["00_fixture_chapter", "raises"])
+    done = clmini_book(root, "--profile", "smoke")
+    assert done.returncode == 1
+    assert "ZeroDivisionError: fixture failure: the divisor is zero" in done.stderr
+    assert not (root / "_build").exists(), "the build must not start after a chapter failed"
+
+
+def test_a_typo_in_a_later_chapter_profile_stops_before_anything_runs(tmp_path):
+    root = make_book(tmp_path, ["00_fixture_chapter", "raises"])
+    (root / "notebooks" / "profiles.yaml").write_text(yaml.safe_dump(
+        {"00_fixture_chapter": {"smoke": {}}, "raises": {"smoke": {"divisr": 1}}}))
+    done = clmini_book(root, "--profile", "smoke")
+    assert done.returncode == 2
+    assert "unknown parameter 'divisr'. Did you mean 'divisor'?" in done.stderr
+    assert not (root / "book" / "chapters").exists()
+
+
+def test_a_build_warning_fails_the_book(built, tmp_path):
+    """-W is on: a broken cross-reference in a page is an error, not a silent broken link."""
+    root = make_book(tmp_path, ["00_fixture_chapter"])
+    shutil.copytree(built.parent.parent / "book" / "chapters", root / "book" / "chapters")
+    with open(root / "book" / "notation.md", "a") as page:
+        page.write("\nSee {doc}`no_such_page`.\n")
+    done = clmini_book(root, "--skip-run")
+    assert done.returncode == 1
+    assert "no_such_page" in done.stdout + done.stderr
+    assert "jupyter-book build failed" in done.stderr
+
+
+def test_skip_run_refuses_a_chapter_with_stored_errors(tmp_path):
+    root = make_book(tmp_path, ["00_fixture_chapter"])
+    chapter = root / "book" / "chapters" / "00_fixture_chapter.ipynb"
+    chapter.parent.mkdir(parents=True)
+    nb = nbformat.read(FIXTURES / "00_fixture_chapter.ipynb", as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
+    nbformat.write(nb, chapter)
+    done = clmini_book(root, "--skip-run")
+    assert done.returncode == 1
+    assert "holds error outputs: ValueError: boom" in done.stderr
+
+
+def test_skip_run_needs_executed_chapters(tmp_path):
+    root = make_book(tmp_path, ["00_fixture_chapter"])
+    done = clmini_book(root, "--skip-run")
+    assert done.returncode == 1 and "has not been executed yet" in done.stderr
