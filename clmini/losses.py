@@ -25,6 +25,7 @@ A new variant is one line, e.g. SINCERE with temperature-free logits::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Real
 from typing import Literal
 
@@ -40,7 +41,7 @@ __all__ = [
     "LogitMap", "Scaled", "Artanh", "CosineTemperature", "HardNegatives",
     "PairwiseLoss", "ContrastiveLoss", "InfoNCE", "SINCERE", "SupCon", "TemperatureFree",
     "DySTreSS", "HardContrastive", "SimpleLoss", "HardSimple",
-    "LOSSES", "make_loss", "two_views", "pair_masks", "masked_logsumexp",
+    "LOSSES", "make_loss", "two_views", "pair_masks", "Pairs", "masked_logsumexp",
 ]
 
 
@@ -85,13 +86,33 @@ def pair_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
     return positives, ~same
 
 
-def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
+@dataclass
+class Pairs:
+    """Who is whose positive and negative in a batch, with the per-anchor counts ``[N]``."""
+
+    positives: Tensor
+    negatives: Tensor
+    n_positives: Tensor
+    n_negatives: Tensor
+
+    @classmethod
+    def from_labels(cls, labels: Tensor) -> "Pairs":
+        positives, negatives = pair_masks(labels)
+        # counts from the labels (O(N log N)) rather than from reductions over the N x N masks
+        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        same = counts[inverse]
+        return cls(positives, negatives, same - 1, labels.shape[0] - same)
+
+
+def masked_logsumexp(x: Tensor, mask: Tensor, nonempty: Tensor | None = None) -> Tensor:
     """Row-wise ``log sum_{j: mask_ij} exp(x_ij)``; ``-inf`` for a row with no ``True``.
 
+    ``nonempty`` (``[N]`` bool, rows with at least one ``True``) may be given when already known.
     Empty rows are filled with 0 rather than ``-inf`` before the reduction: a row of ``-inf`` has a
     NaN gradient (``exp(-inf - (-inf))``) even when nothing downstream uses it.
     """
-    nonempty = mask.any(dim=1)
+    if nonempty is None:
+        nonempty = mask.any(dim=1)
     fill = torch.where(nonempty, float("-inf"), 0.0).to(x.dtype)
     lse = torch.logsumexp(torch.where(mask, x, fill[:, None]), dim=1)
     return torch.where(nonempty, lse, float("-inf"))
@@ -159,8 +180,7 @@ class Artanh(LogitMap):
         self.eps = eps
 
     def forward(self, s: Tensor) -> Tensor:
-        s = _promote(s).clamp(-1 + self.eps, 1 - self.eps)
-        return torch.log1p(s) - torch.log1p(-s)
+        return 2 * torch.atanh(_promote(s).clamp(-1 + self.eps, 1 - self.eps))
 
     def symbolic(self, s):
         import sympy
@@ -235,7 +255,8 @@ class HardNegatives(nn.Module):
             threshold = candidates.topk(k, dim=1).values[:, -1:]
         else:
             count = torch.ceil(self.alpha * negatives.sum(dim=1)).long().clamp(min=1)
-            ranked = candidates.sort(dim=1, descending=True).values
+            # the largest count is enough: a partial top-k, not a full sort of every row
+            ranked = candidates.topk(int(count.max()), dim=1).values
             threshold = ranked.gather(1, (count - 1)[:, None])
         return negatives & (candidates >= threshold)
 
@@ -247,7 +268,7 @@ class HardNegatives(nn.Module):
 class PairwiseLoss(nn.Module):
     """Shared frame: checks, normalisation, the similarity matrix, masks and the reduction.
 
-    Subclasses define ``per_anchor(sim, positives, negatives) -> [N]`` (the loss of each anchor,
+    Subclasses define ``per_anchor(sim, pairs) -> [N]`` (``pairs``: :class:`Pairs`) (the loss of each anchor,
     already averaged over its positives; any value for anchors without positives).
     """
 
@@ -285,28 +306,29 @@ class PairwiseLoss(nn.Module):
         return self._loss(_promote(sim), labels)
 
     def _loss(self, sim: Tensor, labels: Tensor) -> Tensor:
-        positives, negatives = pair_masks(labels.to(sim.device))
-        has_positive = positives.any(dim=1)
+        pairs = Pairs.from_labels(labels.to(sim.device))
+        has_positive = pairs.n_positives > 0
         if not bool(has_positive.any()):
             raise ValueError("labels: the batch has no positive pair (every label is unique); "
                              "self-supervised batches need two views per instance")
         if self.hard_negatives is not None:
-            negatives = self.hard_negatives(sim, negatives)
-        per_anchor = torch.where(has_positive, self.per_anchor(sim, positives, negatives), 0.0)
+            pairs.negatives = self.hard_negatives(sim, pairs.negatives)
+            pairs.n_negatives = pairs.negatives.sum(dim=1)
+        per_anchor = torch.where(has_positive, self.per_anchor(sim, pairs), 0.0)
         if self.reduction == "none":
             return per_anchor
         if self.reduction == "sum":
             return per_anchor.sum()
         return per_anchor.sum() / has_positive.sum()
 
-    def per_anchor(self, sim: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:  # pragma: no cover
+    def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
-def _mean_over_positives(pair_loss: Tensor, rows: Tensor, n: int, positives: Tensor) -> Tensor:
+def _mean_over_positives(pair_loss: Tensor, rows: Tensor, pairs: Pairs) -> Tensor:
     """Average per-pair losses (indexed by anchor ``rows``) over each anchor's positives."""
-    total = torch.zeros(n, dtype=pair_loss.dtype, device=pair_loss.device).index_add_(0, rows, pair_loss)
-    return total / positives.sum(dim=1).clamp(min=1)
+    total = torch.zeros(len(pairs.n_positives), dtype=pair_loss.dtype, device=pair_loss.device)
+    return total.index_add_(0, rows, pair_loss) / pairs.n_positives.clamp(min=1)
 
 
 class ContrastiveLoss(PairwiseLoss):
@@ -327,17 +349,19 @@ class ContrastiveLoss(PairwiseLoss):
         self.logit_map = logit_map
         self.denominator = denominator
 
-    def per_anchor(self, sim: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
+    def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
         logits = self.logit_map(sim)
-        rows, cols = positives.nonzero(as_tuple=True)
+        rows, cols = pairs.positives.nonzero(as_tuple=True)
         positive_logits = logits[rows, cols]
         if self.denominator == "all":
             others = ~torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
-            pair_loss = masked_logsumexp(logits, others)[rows] - positive_logits
+            pair_loss = masked_logsumexp(logits, others, torch.ones_like(pairs.n_positives, dtype=torch.bool))
+            pair_loss = pair_loss[rows] - positive_logits
         else:
             # -log(e^a / (e^a + e^b)) = softplus(b - a), b = logsumexp over negatives (-inf if none)
-            pair_loss = F.softplus(masked_logsumexp(logits, negatives)[rows] - positive_logits)
-        return _mean_over_positives(pair_loss, rows, sim.shape[0], positives)
+            negatives = masked_logsumexp(logits, pairs.negatives, pairs.n_negatives > 0)
+            pair_loss = F.softplus(negatives[rows] - positive_logits)
+        return _mean_over_positives(pair_loss, rows, pairs)
 
     def extra_repr(self) -> str:
         return f"denominator={self.denominator!r}, reduction={self.reduction!r}, normalize={self.normalize}"
@@ -412,10 +436,10 @@ class SimpleLoss(PairwiseLoss):
             raise ValueError(f"lam must be a finite number >= 0 or None, got {lam!r}")
         self.lam = lam
 
-    def per_anchor(self, sim: Tensor, positives: Tensor, negatives: Tensor) -> Tensor:
-        attraction = torch.where(positives, sim, 0.0).sum(dim=1) / positives.sum(dim=1).clamp(min=1)
-        repulsion = torch.where(negatives, sim, 0.0).sum(dim=1)
-        lam = 1.0 / (negatives.sum(dim=1) + 1) if self.lam is None else self.lam
+    def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
+        attraction = torch.where(pairs.positives, sim, 0.0).sum(dim=1) / pairs.n_positives.clamp(min=1)
+        repulsion = torch.where(pairs.negatives, sim, 0.0).sum(dim=1)
+        lam = 1.0 / (pairs.n_negatives + 1) if self.lam is None else self.lam
         return -attraction + lam * repulsion
 
     def extra_repr(self) -> str:
