@@ -72,8 +72,11 @@ def make_book(dest: Path, stems: list[str]) -> Path:
     for stem in stems:
         shutil.copy(FIXTURES / f"{stem}.ipynb", dest / "notebooks")
     shutil.copy(FIXTURES / "profiles.yaml", dest / "notebooks")
-    if (REPO / "node_modules").is_dir():
-        (dest / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
+    # Everything else of the repository (node_modules, .venv, tests, caches, README.md...) is
+    # linked in, so that a stray document there breaks this build as it would break the real one.
+    for entry in REPO.iterdir():
+        if entry.name not in {"_config.yml", "_toc.yml", "book", "notebooks", "_build", ".git"}:
+            (dest / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     return dest
 
 
