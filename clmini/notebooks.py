@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -344,21 +345,30 @@ def book_root(start: Path | str) -> Path:
 
 
 def ensure_kernel() -> str:
-    """A kernelspec named ``clmini`` that starts *this* interpreter (installed into ``sys.prefix``).
+    """A kernelspec named ``clmini`` that starts *this* interpreter (written into ``sys.prefix``).
 
     Notebooks name ``python3`` in their metadata, which may resolve to another Python (a user-level
     kernelspec wins over the virtual environment's); executing with this kernel keeps the chapter
-    in the environment that has ``clmini`` and its pinned requirements.
+    in the environment that has ``clmini`` and its pinned requirements. The kernel logs errors
+    only: its start-up warnings (e.g. about unencrypted local TCP) are not the reader's concern.
     """
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--IPKernelApp.log_level=ERROR"],
+        "display_name": "Python 3 (clmini)",
+        "language": "python",
+        "metadata": {"debugger": True},
+    }
     spec_file = Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
     try:
-        if json.loads(spec_file.read_text())["argv"][0] == sys.executable:
+        if json.loads(spec_file.read_text())["argv"] == spec["argv"]:
             return KERNEL_NAME
-    except (OSError, ValueError, KeyError, IndexError):
+    except (OSError, ValueError, KeyError):
         pass
-    from ipykernel.kernelspec import install
-
-    install(kernel_name=KERNEL_NAME, display_name="Python 3 (clmini)", prefix=sys.prefix)
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = spec_file.with_name(f"kernel.json.{os.getpid()}")
+    partial.write_text(json.dumps(spec, indent=1))
+    partial.replace(spec_file)  # atomic: a concurrent run reads the old or the new file, whole
     return KERNEL_NAME
 
 

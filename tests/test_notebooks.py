@@ -243,3 +243,11 @@ def test_every_chapter_runs_under_smoke(stem, tmp_path):
                   env={"CLMINI_RUNS": str(tmp_path / "runs")}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not nbr.stored_errors(out)
+
+
+def test_kernel_runs_this_interpreter():
+    name = nbr.ensure_kernel()
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    assert spec.argv[0] == sys.executable
