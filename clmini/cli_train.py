@@ -43,7 +43,7 @@ _HELP = {
     "eval_train_size": "kNN bank / linear-probe training images ('all' for the whole split)",
     "monitor_train_size": "per-epoch kNN monitor: bank size",
     "monitor_test_size": "per-epoch kNN monitor: held-out queries",
-    "probe_epochs": "linear-probe training epochs",
+    "probe_iters": "linear-probe L-BFGS iterations (at most)",
     "crop_scale": "random resized crop: area fraction range",
     "crop_ratio": "random resized crop: aspect-ratio range",
     "flip_p": "horizontal flip probability",

@@ -2,7 +2,7 @@
 
 - :func:`knn_accuracy`: weighted kNN on cosine similarity (Wu et al. 2018; k = 200, t = 0.1 as in
   the SimCLR/DySTreSS evaluations);
-- :func:`linear_probe`: a logistic-regression classifier trained on frozen features;
+- :func:`linear_probe`: L2-regularised softmax regression (L-BFGS) on frozen features;
 - :func:`uniformity` (Wang & Isola, reported as ``-L_unif`` like Wang & Liu), :func:`alignment`,
   :func:`tolerance` (Wang & Liu eq. 11), :func:`embedding_separation` (SINCERE),
   :func:`similarity_histograms` (positive/negative pair similarities).
@@ -81,39 +81,36 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
 
 
 def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                 test_labels: Tensor, epochs: int = 30, batch_size: int = 1024, lr: float = 1e-2,
-                 weight_decay: float = 1e-5, seed: int = 0) -> float:
-    """Test accuracy of a linear classifier (softmax regression) trained on frozen features.
+                 test_labels: Tensor, max_iter: int = 300, weight_decay: float = 1e-4) -> float:
+    """Test accuracy of a linear classifier (L2-regularised softmax regression) on frozen features.
 
-    Features are standardised with the training statistics; Adam with a cosine-decayed step size,
-    weights initialised at zero (the problem is convex: no initialisation luck), batches drawn
-    by ``seed``. Nothing is tuned on the test set.
+    Features are standardised with the training statistics and the convex objective
+    ``mean cross-entropy + weight_decay / 2 * ||W||^2`` is minimised full-batch by L-BFGS from
+    zero weights: no learning rate, batch order or initialisation to tune or to get lucky with.
+    Nothing is tuned on the test set.
     """
     _check_pair(train_features, train_labels, "train_features")
     _check_pair(test_features, test_labels, "test_features")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    mean, std = train_features.mean(0), train_features.std(0).clamp(min=1e-6)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    mean, std = train_features.float().mean(0), train_features.float().std(0).clamp(min=1e-6)
     x_train = (train_features.float() - mean) / std
     x_test = (test_features.float() - mean) / std
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    device = x_train.device
+    probe = nn.Linear(x_train.shape[1], n_classes).to(x_train.device)
+    nn.init.zeros_(probe.weight)
+    nn.init.zeros_(probe.bias)
+    optimizer = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def objective() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(probe(x_train), train_labels) + 0.5 * weight_decay * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
     with torch.enable_grad():
-        probe = nn.Linear(x_train.shape[1], n_classes).to(device)
-        nn.init.zeros_(probe.weight)
-        nn.init.zeros_(probe.bias)
-        optimizer = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
-        steps_per_epoch = math.ceil(x_train.shape[0] / batch_size)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-        generator = torch.Generator(device).manual_seed(seed)
-        for _ in range(epochs):
-            order = torch.randperm(x_train.shape[0], generator=generator, device=device)
-            for batch in order.split(batch_size):
-                loss = F.cross_entropy(probe(x_train[batch]), train_labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+        optimizer.step(objective)
     with torch.no_grad():
         return float((probe(x_test).argmax(1) == test_labels).float().mean())
 
@@ -214,7 +211,7 @@ def similarity_histograms(z: Tensor, labels: Tensor, bins: int = 50) -> dict[str
 
 
 def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train_size: int | None = None,
-                            probe_epochs: int = 30, augment_config=None, n_pairs: int = 2000) -> dict:
+                            probe_iters: int = 300, augment_config=None, n_pairs: int = 2000) -> dict:
     """The final evaluation of a network on an :class:`~clmini.data.ImageData`.
 
     Encoder features ``h`` give kNN and linear-probe accuracy (bank/probe training set: the train
@@ -245,7 +242,7 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     return {
         "knn_acc": knn_accuracy(train_h, bank.train_y, test_h, data.test_y, k=min(knn_k, len(bank.train_y))),
         "knn_k": min(knn_k, len(bank.train_y)),
-        "linear_probe_acc": linear_probe(train_h, bank.train_y, test_h, data.test_y, epochs=probe_epochs),
+        "linear_probe_acc": linear_probe(train_h, bank.train_y, test_h, data.test_y, max_iter=probe_iters),
         "uniformity": uniformity(test_z),
         "tolerance": tolerance(test_z, data.test_y),
         "alignment": alignment(z1, z2),

@@ -123,7 +123,7 @@ class TrainConfig:
     eval_train_size: int | None = None   # kNN bank / probe training set (None: the whole train split)
     monitor_train_size: int = 5000       # per-epoch kNN monitor: bank size ...
     monitor_test_size: int = 1000        # ... and held-out queries
-    probe_epochs: int = 30
+    probe_iters: int = 300
 
     def __post_init__(self):
         def canon(name, value):  # frozen: normalised values are written through object.__setattr__
@@ -141,7 +141,7 @@ class TrainConfig:
                                         ("epochs", 0, False), ("batch_size", 2, False), ("seed", 0, False),
                                         ("knn_k", 1, False), ("eval_train_size", 1, True),
                                         ("monitor_train_size", 1, False), ("monitor_test_size", 1, False),
-                                        ("probe_epochs", 1, False)):
+                                        ("probe_iters", 1, False)):
             _check_int(name, getattr(self, name), minimum, optional)
         canon("lr", _check_number("lr", self.lr, 0, low_open=True))
         canon("momentum", _check_number("momentum", self.momentum, 0, 1))
@@ -443,7 +443,7 @@ def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
     start = time.perf_counter()
     metrics = evaluate_representation(
         trainer.model, trainer.data, knn_k=config.knn_k, eval_train_size=config.eval_train_size,
-        probe_epochs=config.probe_epochs, augment_config=config.augment)
+        probe_iters=config.probe_iters, augment_config=config.augment)
     runs.atomic_torch_save(run_dir / runs.WEIGHTS, trainer.model.state_dict())
     runs.atomic_write_json(run_dir / runs.HISTORY, trainer.history)
     metrics.update(

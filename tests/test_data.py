@@ -1,0 +1,140 @@
+"""clmini.data: offline Fashion-MNIST lookup, torchvision formats from tiny files, subsets, batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clmini import data as data_module
+from clmini.data import (ImageData, class_balanced_batches, fashion_mnist_search_path, load_dataset,
+                         read_idx, stratified_indices)
+from engine_helpers import write_cifar, write_fashion_mnist, write_idx, write_stl10, write_svhn
+
+
+@pytest.fixture
+def no_system_data(monkeypatch, tmp_path):
+    """No $CLMINI_DATA and no Debian files: only what a test writes is found."""
+    monkeypatch.delenv("CLMINI_DATA", raising=False)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_from_root_matches_the_files(tmp_path, no_system_data, gz):
+    written = write_fashion_mnist(tmp_path / "fm", gz=gz)
+    data = load_dataset("fashion-mnist", tmp_path / "fm")
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape == (64, 1, 28, 28)
+    assert torch.equal(data.train_x, written.train_x) and torch.equal(data.test_y, written.test_y)
+    assert data.train_y.dtype == torch.int64
+    assert data.classes[0] == "T-shirt/top" and data.n_classes == 10
+
+
+def test_fashion_mnist_search_order(tmp_path, monkeypatch):
+    write_fashion_mnist(tmp_path / "root", n_train=30)
+    write_fashion_mnist(tmp_path / "env" / "FashionMNIST" / "raw", n_train=40)  # torchvision layout
+    write_fashion_mnist(tmp_path / "debian", n_train=50)
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setenv("CLMINI_DATA", str(tmp_path / "env"))
+    assert len(load_dataset(root=tmp_path / "root").train_y) == 30   # root first
+    assert len(load_dataset(root=tmp_path / "empty").train_y) == 40  # then $CLMINI_DATA
+    monkeypatch.delenv("CLMINI_DATA")
+    assert len(load_dataset().train_y) == 50                         # then Debian's files
+
+
+def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, no_system_data):
+    with pytest.raises(FileNotFoundError) as err:
+        load_dataset(root=tmp_path / "nowhere")
+    message = str(err.value)
+    assert str(tmp_path / "nowhere") in message and "no-debian" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "download=True" in message
+    assert fashion_mnist_search_path(tmp_path)[0] == tmp_path
+
+
+def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
+    path = tmp_path / "x-idx3-ubyte"
+    write_idx(path, np.zeros((4, 5, 6), np.uint8))
+    assert read_idx(path).shape == (4, 5, 6)
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(path)
+    path.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(ValueError, match="not a uint8 IDX file"):
+        read_idx(path)
+
+
+@pytest.mark.skipif(not (data_module.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_from_debian(monkeypatch):
+    monkeypatch.delenv("CLMINI_DATA", raising=False)
+    data = load_dataset("fashion-mnist")
+    assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
+    assert torch.equal(torch.bincount(data.train_y), torch.full((10,), 6000))
+    assert abs(data.channel_stats()[0][0] - 0.2860) < 1e-3  # the well-known Fashion-MNIST mean
+
+
+def test_cifar10_and_cifar100_through_torchvision(tmp_path):
+    for hundred, name in ((False, "cifar10"), (True, "cifar100")):
+        written = write_cifar(tmp_path / name, hundred)
+        data = load_dataset(name, tmp_path / name)
+        assert data.train_x.shape == (len(written["train_y"]), 3, 32, 32)  # CHW, not CIFAR's HWC
+        assert np.array_equal(data.train_x.numpy(), written["train_x"])
+        assert np.array_equal(data.test_y.numpy(), written["test_y"])
+        assert len(data.classes) == (100 if hundred else 10) and data.classes[3] == "name3"
+
+
+def test_svhn_through_torchvision_maps_label_10_to_digit_0(tmp_path):
+    written = write_svhn(tmp_path)
+    data = load_dataset("svhn", tmp_path)
+    assert np.array_equal(data.train_x.numpy(), written["train_x"])
+    assert data.train_y.tolist() == [0, 1, 2, 3, 4] and data.classes == tuple("0123456789")
+
+
+def test_stl10_through_torchvision(tmp_path):
+    written = write_stl10(tmp_path)
+    data = load_dataset("stl10", tmp_path)
+    assert data.train_x.shape == (3, 3, 96, 96)
+    assert np.array_equal(data.test_x.numpy(), written["test_x"])
+    assert data.train_y.tolist() == [0, 1, 2] and data.classes[9] == "name9"
+
+
+def test_torchvision_sets_need_a_root_or_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("CLMINI_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_dataset("cifar10")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        load_dataset("cifar10", tmp_path)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        load_dataset("mnist")
+
+
+def test_stratified_indices_keep_class_shares():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    index = stratified_indices(labels, 10, seed=3)
+    assert torch.bincount(labels[index]).tolist() == [5, 3, 2]
+    assert index.unique().numel() == 10 and torch.equal(index, index.sort().values)
+    assert torch.equal(index, stratified_indices(labels, 10, seed=3))
+    assert not torch.equal(index, stratified_indices(labels, 10, seed=4))
+    # largest remainders: 7 of (5, 3, 2) shares are (3.5, 2.1, 1.4) -> (4, 2, 1)
+    assert torch.bincount(labels[stratified_indices(labels, 7)]).tolist() == [4, 2, 1]
+    with pytest.raises(ValueError, match=r"n must be in \[1, 100\]"):
+        stratified_indices(labels, 101)
+
+
+def test_subset_and_device_move_keep_pairs_aligned():
+    x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    y = torch.arange(40) % 4
+    data = ImageData("toy", x, y, x.clone(), y.clone(), ("a", "b", "c", "d")).subset(8, 4, seed=1)
+    assert torch.equal(data.train_x.view(-1).long() % 4, data.train_y)
+    assert torch.bincount(data.train_y).tolist() == [2, 2, 2, 2] and len(data.test_y) == 4
+    assert data.to("cpu").device.type == "cpu"
+
+
+def test_class_balanced_batches():
+    labels = torch.tensor([0] * 13 + [1] * 10 + [2] * 7)
+    batches = class_balanced_batches(labels, 7, torch.Generator().manual_seed(0))
+    # 7 // 3 = 2 per class; the smallest class (7) gives 3 batches of 6
+    assert batches.shape == (3, 6)
+    for batch in batches:
+        assert torch.bincount(labels[batch], minlength=3).tolist() == [2, 2, 2]
+    assert batches.unique().numel() == 18  # no image twice in an epoch
+    with pytest.raises(ValueError, match="smaller than the number of classes"):
+        class_balanced_batches(labels, 2, torch.Generator())
