@@ -456,7 +456,7 @@ def temperature_free_logit() -> TemperatureFreeLogit:
     logit = artanh_logit(s)
     slope = sp.diff(logit, s)                                     # 2 / (1 - s^2)
     # Unevaluated so it reads (1 - s^2)/2 rather than the auto-distributed 1/2 - s^2/2.
-    effective_temperature = sp.Mul(1 - s ** 2, sp.Rational(1, 2), evaluate=False)
+    effective_temperature = sp.Mul(1 - s ** 2, sp.Pow(2, -1, evaluate=False), evaluate=False)
     return TemperatureFreeLogit(logit, sp.log((1 + s) / (1 - s)), sp.exp(logit).rewrite(sp.log),
                                 slope, effective_temperature)
 
