@@ -118,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rt.add_argument("--root", type=Path, default=None, help="data directory (else $CLMINI_DATA, then "
                                                             "Debian's dataset-fashion-mnist)")
     rt.add_argument("--download", action="store_true", help="allow torchvision to download the data")
-    rt.add_argument("--runs-dir", type=Path, default=Path("runs"), help="run cache (default: runs)")
+    rt.add_argument("--runs-dir", type=Path, default=None, help="run cache (default: $CLMINI_RUNS, else runs)")
     rt.add_argument("--checkpoint-every", type=float, default=60.0,
                     help="seconds between mid-epoch checkpoints (default: 60)")
     rt.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import inspect
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,16 +392,22 @@ def load_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
     return Run(run_dir, config, runs.read_json(run_dir / runs.HISTORY), metrics)
 
 
-def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", *, device: str | torch.device = "auto",
+def default_runs_dir() -> Path:
+    """``$CLMINI_RUNS`` if set, else ``runs`` (relative to the working directory)."""
+    return Path(os.environ.get("CLMINI_RUNS") or "runs")
+
+
+def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, device: str | torch.device = "auto",
                   root: str | Path | None = None, download: bool = False, progress: bool = True,
                   checkpoint_every: float = 60.0, data: ImageData | None = None) -> Run:
     """The run for ``config``: loaded if complete, otherwise trained (resuming if possible).
 
+    ``runs_dir``: the run cache (default: :func:`default_runs_dir`).
     ``checkpoint_every``: seconds between mid-epoch checkpoints (every epoch end is one too).
     ``data``: an already loaded data set to use instead of loading ``config.dataset`` (it must
     be that data set; its ``n_train`` subset is still taken here).
     """
-    run_dir = Path(runs_dir) / config.hash
+    run_dir = Path(runs_dir or default_runs_dir()) / config.hash
     run_dir.mkdir(parents=True, exist_ok=True)
     with runs.locked(run_dir):
         try:

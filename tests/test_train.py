@@ -313,3 +313,23 @@ def test_kill_9_then_resume_gives_the_same_run(tmp_path):
     resumed, clean = load_run(resumed_dir), load_run(clean_dir)
     assert resumed.history == clean.history
     assert comparable(resumed.metrics) == comparable(clean.metrics)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_with_bfloat16_autocast(tmp_path, data):
+    run = train_or_load(tiny(epochs=2), tmp_path, device="auto", data=data, progress=False)
+    assert run.metrics["device"].startswith("cuda")
+    assert all(math.isfinite(r["loss"]) for r in run.history[1:])
+    assert run.history[-1]["loss"] < run.history[1]["loss"]
+    assert run.model("cpu").features(torch.rand(2, 1, 28, 28)).shape == (2, 16)  # loads on the CPU
+    # the augmentations on the GPU are reproducible too
+    from clmini.augment import augment
+    images = data.train_x[:32].cuda()
+    views = [augment(images, torch.Generator("cuda").manual_seed(5)) for _ in range(2)]
+    assert torch.equal(*views)
+
+
+def test_runs_dir_defaults_to_clmini_runs(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("CLMINI_RUNS", str(tmp_path / "cache"))
+    run = train_or_load(tiny(epochs=0), device="cpu", data=data, progress=False)
+    assert run.dir == tmp_path / "cache" / tiny(epochs=0).hash
