@@ -215,7 +215,7 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     """The final evaluation of a network on an :class:`~clmini.data.ImageData`.
 
     Encoder features ``h`` give kNN and linear-probe accuracy (bank/probe training set: the train
-    split, or a stratified ``eval_train_size`` subset of it; queries: the whole test split).
+    split, or a stratified subset of ``eval_train_size`` images; queries: the whole test split).
     Normalised projections ``z`` of the test split give uniformity, tolerance and separation; two
     augmented views of ``n_pairs`` test images give alignment, the mean positive/negative
     similarity and the histograms. Subsets and views use fixed seeds, so every run (and the
@@ -224,7 +224,8 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     from clmini.augment import AugmentConfig, augment
     from clmini.losses import two_views
 
-    bank = data if eval_train_size is None else data.subset(n_train=eval_train_size, seed=0)
+    whole = eval_train_size is None or eval_train_size >= data.train_y.numel()
+    bank = data if whole else data.subset(n_train=eval_train_size, seed=0)
     train_h, train_z = encode(model, bank.train_x)
     test_h, test_z = encode(model, data.test_x)
     pairs = data.subset(n_test=min(n_pairs, data.test_y.numel()), seed=0)

@@ -212,7 +212,10 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
+        """``data``: the whole data set on ``device``. Training uses its ``n_train`` subset;
+        monitoring and the final evaluation use the whole train split as labelled reference."""
         self.config, self.data, self.device = config, data, device
+        self.train_data = data if config.n_train is None else data.subset(n_train=config.n_train, seed=config.seed)
         mean, std = data.channel_stats()
         # Initialised on the CPU under the run's seed, then moved: the same start on any device.
         with torch.random.fork_rng(devices=[]):
@@ -238,7 +241,7 @@ class Trainer:
     # -- batches ------------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> Tensor:
         """Indices ``[steps, batch]`` of the training images of each step of ``epoch``."""
-        config, labels = self.config, self.data.train_y.cpu()
+        config, labels = self.config, self.train_data.train_y.cpu()
         generator = torch.Generator().manual_seed(derived_seed(config.seed, epoch))
         if config.mode == "supervised":
             batches = class_balanced_batches(labels, config.batch_size, generator)
@@ -253,13 +256,13 @@ class Trainer:
 
     def batch_labels(self, index: Tensor) -> Tensor:
         """Labels of the ``2B`` views ``[view 1 of all images, view 2 of all images]``."""
-        ids = self.data.train_y[index] if self.config.mode == "supervised" else \
+        ids = self.train_data.train_y[index] if self.config.mode == "supervised" else \
             torch.arange(index.numel(), device=self.device)
         return torch.cat([ids, ids])
 
     # -- the loop ------------------------------------------------------------------------------
     def train_step(self, index: Tensor, generator: torch.Generator, lr: float) -> None:
-        images = self.data.train_x[index]
+        images = self.train_data.train_x[index]
         views = augment(torch.cat([images, images]), generator, self.config.augment)
         labels = self.batch_labels(index)
         with autocast(self.device):
@@ -405,7 +408,7 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
     ``runs_dir``: the run cache (default: :func:`default_runs_dir`).
     ``checkpoint_every``: seconds between mid-epoch checkpoints (every epoch end is one too).
     ``data``: an already loaded data set to use instead of loading ``config.dataset`` (it must
-    be that data set; its ``n_train`` subset is still taken here).
+    be that data set, whole: the ``n_train`` subset is taken here).
     """
     run_dir = Path(runs_dir or default_runs_dir()) / config.hash
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -422,8 +425,6 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
             data = load_dataset(config.dataset, root, download=download, device=device)
         elif data.name != config.dataset:
             raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
-        if config.n_train is not None:
-            data = data.subset(n_train=config.n_train, seed=config.seed)
         trainer = Trainer(config, data.to(device), device)
         _resume(trainer, run_dir)
         if device.type == "cuda":

@@ -333,3 +333,12 @@ def test_runs_dir_defaults_to_clmini_runs(tmp_path, data, monkeypatch):
     monkeypatch.setenv("CLMINI_RUNS", str(tmp_path / "cache"))
     run = train_or_load(tiny(epochs=0), device="cpu", data=data, progress=False)
     assert run.dir == tmp_path / "cache" / tiny(epochs=0).hash
+
+
+def test_n_train_limits_training_not_the_evaluation(tmp_path, data):
+    run = train_or_load(tiny(n_train=64, epochs=1), tmp_path, device="cpu", data=data, progress=False)
+    assert run.metrics["steps_per_epoch"] == 64 // 32
+    assert run.metrics["eval_train_size"] == 128  # the kNN bank / probe use the whole train split
+    small_bank = train_or_load(tiny(n_train=64, epochs=1, eval_train_size=40), tmp_path, device="cpu",
+                               data=data, progress=False)
+    assert small_bank.metrics["eval_train_size"] == 40
