@@ -486,12 +486,14 @@ def ideal_configuration(n_neg: int = 3) -> IdealConfiguration:
     t = sp.Symbol("t", positive=True)
     free = anchor_loss("temperature-free", 1, n_neg)
     # e^{2 artanh(s)} = (1 + s)/(1 - s): rational in t along the path, so the limits are exact.
-    odds = {x: sp.exp(artanh_logit(x)).rewrite(sp.log) for x in free.similarities}
+    odds = {sp.exp(artanh_logit(x)): sp.exp(artanh_logit(x)).rewrite(sp.log) for x in free.similarities}
     path = {free.positives[0]: 1 - t, **{x: -1 + t for x in free.negatives}}
-    as_odds = lambda e: e.subs({sp.exp(artanh_logit(x)): odds[x] for x in free.similarities})  # noqa: E731
-    free_loss_path = sp.simplify(as_odds(free.expr).subs(path))
-    gradient = free.gradient()
-    limits = {x: sp.limit(sp.simplify(as_odds(g).subs(path)), t, 0, "+") for x, g in gradient.items()}
+
+    def along_path(expr: sp.Expr) -> sp.Expr:
+        return sp.simplify(expr.subs(odds).subs(path))
+
+    free_loss_path = along_path(free.expr)
+    limits = {x: sp.limit(along_path(g), t, 0, "+") for x, g in free.gradient().items()}
     scaled = anchor_loss("infonce", 1, n_neg)
     ideal = {scaled.positives[0]: 1, **{x: -1 for x in scaled.negatives}}
     return IdealConfiguration(
