@@ -375,7 +375,8 @@ class ContrastiveLoss(PairwiseLoss):
         else:
             # -log(e^a / (e^a + e^b)) = softplus(b - a), b = logsumexp over negatives (-inf if none)
             negatives = masked_logsumexp(logits, pairs.negatives)
-            pair_loss = F.softplus(negatives[rows] - positive_logits)
+            # threshold 40 (not 20): past it softplus returns x and drops e^-x, ~2e-9 at 20 (float64 matters)
+            pair_loss = F.softplus(negatives[rows] - positive_logits, threshold=40)
         return _mean_over_positives(pair_loss, rows, pairs)
 
     def extra_repr(self) -> str:
@@ -438,9 +439,10 @@ class HardContrastive(ContrastiveLoss):
 class SimpleLoss(PairwiseLoss):
     """Wang & Liu's simple loss (eq. 3): ``-mean_p s_ip + lam * sum_{n in N(i)} s_in``.
 
-    ``lam=None`` uses ``1 / (|N(i)| + 1)``, one over the number of terms of the InfoNCE denominator
-    (the authors' code uses ``1/N``): the coefficient the tau -> infinity limit of InfoNCE gives
-    the negatives (eq. 7), so the two terms keep the balance they have in InfoNCE.
+    ``lam=None`` uses ``1 / (|N(i)| + 1)``, one over the number of terms of the InfoNCE denominator:
+    the authors' code's ``1/N``, and the weight the tau -> infinity limit of InfoNCE (eq. 7) gives
+    each negative. (That limit weighs the positive by ``(N-1)/N`` rather than 1, so it is exactly
+    ``(N-1)/N`` times the simple loss with ``lam = 1/|N(i)|``; see ``clmini.symbolic``.)
     """
 
     def __init__(self, lam: float | None = None, reduction: Reduction = "mean", normalize: bool = True,
@@ -454,7 +456,7 @@ class SimpleLoss(PairwiseLoss):
     def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
         attraction = torch.where(pairs.positives, sim, 0.0).sum(dim=1) / pairs.n_positives.clamp(min=1)
         repulsion = torch.where(pairs.negatives, sim, 0.0).sum(dim=1)
-        lam = 1.0 / (pairs.n_negatives + 1) if self.lam is None else self.lam
+        lam = 1.0 / (pairs.n_negatives + 1).to(sim.dtype) if self.lam is None else self.lam
         return -attraction + lam * repulsion
 
     def extra_repr(self) -> str:
