@@ -1,0 +1,135 @@
+"""What every chapter's experiment does: a base config, variants of it, their runs, one table.
+
+A chapter describes its runs as *variants* of one base :class:`~clmini.train.TrainConfig` (a loss
+and its arguments, a seed, ...). :func:`run_variants` trains or loads each one from the run cache,
+so chapters that share a base config share their runs: chapter 2 reuses chapter 1's temperature
+sweep without retraining. :func:`results_table` turns runs into a ``pandas`` table (one row per
+run, the final metrics as columns) and :func:`seed_summary` folds seeds into mean, standard
+deviation and count, so a figure can show the spread beside the mean.
+
+The random-initialisation baseline is a run too (:func:`baseline`): ``epochs=0`` through the same
+evaluation code path, so "what did training add?" is always answered by a difference of numbers
+measured the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from clmini.train import Run, TrainConfig, train_or_load
+
+# Final metrics shown in the chapters' tables (keys of ``Run.metrics``).
+METRICS = ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment", "separation",
+           "pos_sim", "neg_sim")
+
+# Readable names for the columns and axes of tables and figures.
+LABELS = {
+    "knn_acc": "kNN accuracy", "linear_probe_acc": "linear-probe accuracy",
+    "uniformity": "uniformity −L_unif (t = 2)", "tolerance": "tolerance (mean same-class cos)",
+    "alignment": "alignment (mean ‖z₁−z₂‖²)", "separation": "embedding separation",
+    "pos_sim": "mean positive cos", "neg_sim": "mean negative cos", "train_seconds": "training time (s)",
+}
+
+
+def simclr_config(loss: str = "infonce", loss_args: dict | None = None, **fields) -> TrainConfig:
+    """A base config for self-supervised two-view training (any other field may be set)."""
+    return TrainConfig(loss=loss, loss_args=dict(loss_args or {}), mode="simclr", **fields)
+
+
+def variant(base: TrainConfig, **changes) -> TrainConfig:
+    """``base`` with some fields changed (e.g. ``loss="hard", loss_args={...}, seed=1``)."""
+    return dataclasses.replace(base, **changes)
+
+
+def baseline(base: TrainConfig, seed: int | None = None) -> TrainConfig:
+    """The random-initialisation baseline of ``base``: no training step, same evaluation.
+
+    The loss does not matter for an untrained network, so it is fixed: every chapter sharing
+    ``base`` (up to the loss) shares one baseline run.
+    """
+    return variant(base, epochs=0, warmup_epochs=0.0, loss="infonce", loss_args={"temperature": 0.1},
+                   seed=base.seed if seed is None else seed)
+
+
+def run_variants(configs: Iterable[TrainConfig], runs_dir: str | Path = "runs", *, device: str = "auto",
+                 progress: bool = False, data=None, root: str | Path | None = None, download: bool = False,
+                 **kwargs) -> list[Run]:
+    """Train (or load from the cache) each config in order; each data set is loaded once.
+
+    ``data``: an already loaded :class:`~clmini.data.ImageData` for every config (tests, notebooks
+    that loaded it anyway); otherwise ``root``/``download`` are passed to the loader.
+    """
+    from clmini.data import load_dataset
+    from clmini.train import resolve_device
+
+    loaded = {} if data is None else {data.name: data}
+    result = []
+    for config in configs:
+        if config.dataset not in loaded:
+            loaded[config.dataset] = load_dataset(config.dataset, root, download=download,
+                                                  device=resolve_device(device))
+        result.append(train_or_load(config, runs_dir, device=device, progress=progress,
+                                    data=loaded[config.dataset], **kwargs))
+    return result
+
+
+def describe(config: TrainConfig) -> dict:
+    """The identifying columns of a run: loss, its arguments, epochs, seed."""
+    row = {"loss": config.loss if config.epochs else "random init", "epochs": config.epochs, "seed": config.seed}
+    if config.epochs:
+        row.update(config.loss_args)
+    return row
+
+
+def results_table(runs: Iterable[Run], metrics: Iterable[str] = METRICS, **extra_columns) -> pd.DataFrame:
+    """One row per run: :func:`describe` columns, the final metrics, training time, run id.
+
+    ``extra_columns``: name -> function of a :class:`~clmini.train.Run` (e.g. a label).
+    """
+    rows = []
+    for run in runs:
+        row = describe(run.config)
+        row.update({name: fn(run) for name, fn in extra_columns.items()})
+        row.update({m: run.metrics[m] for m in metrics})
+        row["train_seconds"] = run.metrics["train_seconds"]
+        row["run"] = run.config.hash
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_summary(table: pd.DataFrame, by: list[str], metrics: Iterable[str] = METRICS) -> pd.DataFrame:
+    """Mean, standard deviation (ddof = 1; NaN for one seed) and number of seeds per group."""
+    metrics = [m for m in metrics if m in table]
+    grouped = table.groupby(by, dropna=False, sort=False)[metrics]
+    summary = grouped.agg(["mean", "std", "count"])
+    summary.columns = [f"{m}_{stat}" for m, stat in summary.columns]
+    return summary.reset_index()
+
+
+def history_table(runs: Iterable[Run], names: Iterable[str] | None = None) -> pd.DataFrame:
+    """Per-epoch history of several runs, long format, with a ``label`` column (default: the loss)."""
+    runs = list(runs)
+    names = list(names) if names is not None else [describe(run.config)["loss"] for run in runs]
+    if len(names) != len(runs):
+        raise ValueError(f"names: got {len(names)} for {len(runs)} runs")
+    frames = [pd.DataFrame(run.history).assign(label=name, run=run.config.hash) for run, name in zip(runs, names)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def best(table: pd.DataFrame, metric: str, by: str) -> tuple:
+    """The value of column ``by`` whose mean ``metric`` (over seeds) is highest, and that mean."""
+    means = table.groupby(by)[metric].mean()
+    return means.idxmax(), float(means.max())
+
+
+def enough_training(table: pd.DataFrame, baseline_value: float, metric: str = "knn_acc",
+                    margin: float = 0.01) -> bool:
+    """Whether the best trained run beats the random-init baseline by at least ``margin``.
+
+    Chapters use it to say, in the rendered prose, when a profile was too short to support a
+    claim about accuracy (the ``smoke`` profile never is).
+    """
+    return bool(table[metric].max() >= baseline_value + margin)

@@ -1,0 +1,87 @@
+"""Figures the chapters share: metric curves with seed spread and baseline, histograms, histories.
+
+Every function draws on a given (or new) matplotlib ``Axes`` and labels its axes with units, so
+a chapter cell stays one line. Nothing here computes a number that is not in its inputs.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from clmini.experiments import LABELS
+
+
+def _axes(ax):
+    return ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
+
+
+def metric_curve(table: pd.DataFrame, x: str, metric: str, *, label: str | None = None, baseline: float | None = None,
+                 ax=None, logx: bool = False, xlabel: str | None = None, **style):
+    """Mean of ``metric`` over seeds against ``x``, error bars = one standard deviation over seeds
+    (none with a single seed), and the random-init ``baseline`` as a dashed line."""
+    ax = _axes(ax)
+    stats = table.groupby(x)[metric].agg(["mean", "std", "count"]).sort_index()
+    yerr = stats["std"].where(stats["count"] > 1)
+    ax.errorbar(stats.index, stats["mean"], yerr=None if yerr.isna().all() else yerr.fillna(0),
+                marker="o", capsize=3, label=label, **style)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="random init")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def metric_point(table: pd.DataFrame, metric: str, at: float, *, label: str, ax, **style):
+    """One configuration (mean ± std over seeds) drawn at abscissa ``at`` beside a curve."""
+    values = table[metric]
+    err = values.std() if len(values) > 1 else None
+    ax.errorbar([at], [values.mean()], yerr=None if err is None else [err], marker="*", markersize=12,
+                linestyle="none", capsize=3, label=label, **style)
+    return ax
+
+
+def similarity_histogram(histograms: dict, *, ax=None, title: str | None = None,
+                         names: tuple[str, str] = ("positive pairs", "negative pairs")):
+    """Densities over cosine similarity from :func:`clmini.evaluate.similarity_histograms`."""
+    ax = _axes(ax)
+    edges = np.asarray(histograms["edges"])
+    centres, width = (edges[1:] + edges[:-1]) / 2, edges[1] - edges[0]
+    for key, name in zip(("positive", "negative"), names):
+        ax.bar(centres, histograms[key], width=width, alpha=0.5, label=name)
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density")
+    ax.set_xlim(-1, 1)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def history_curves(history: pd.DataFrame, metric: str, *, ax=None, skip_epoch0: bool = False):
+    """Per-epoch ``metric`` of each run in a :func:`clmini.experiments.history_table`."""
+    ax = _axes(ax)
+    for label, frame in history.groupby("label", sort=False):
+        frame = frame[frame["epoch"] > 0] if skip_epoch0 else frame
+        frame = frame.dropna(subset=[metric])
+        ax.plot(frame["epoch"], frame[metric], marker=".", label=str(label))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def formula_curves(xs: np.ndarray, curves: dict, *, xlabel: str, ylabel: str, ax=None, logy: bool = False):
+    """Several functions of one variable (e.g. lambdified SymPy results), one line each."""
+    ax = _axes(ax)
+    for name, ys in curves.items():
+        ax.plot(xs, ys, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax

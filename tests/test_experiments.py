@@ -1,0 +1,58 @@
+"""The chapters' experiment helpers: variants share runs, tables hold the measured numbers, seeds fold."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from clmini import plots  # noqa: E402
+from clmini.experiments import (  # noqa: E402
+    baseline, best, enough_training, history_table, results_table, run_variants, seed_summary, simclr_config,
+    variant,
+)
+from engine_helpers import pattern_data  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = simclr_config("infonce", {"temperature": 0.5}, epochs=1, batch_size=32, eval_train_size=128,
+                         monitor_train_size=64, monitor_test_size=32, probe_iters=10, knn_k=10)
+    configs = [baseline(base), base, variant(base, seed=1), variant(base, loss_args={"temperature": 0.2})]
+    data = pattern_data(n_train=128, n_test=64)
+    directory = tmp_path_factory.mktemp("runs")
+    first = run_variants(configs, directory, device="cpu", data=data)
+    again = run_variants(configs, directory, device="cpu", data=data)  # loaded from the cache
+    assert [r.metrics for r in again] == [r.metrics for r in first]
+    return first
+
+
+def test_baseline_is_untrained_and_shares_the_evaluation(runs):
+    assert runs[0].config.epochs == 0 and runs[0].metrics["train_seconds"] == 0
+    assert set(runs[0].metrics) == set(runs[1].metrics)
+    assert baseline(variant(runs[1].config, loss="simple", loss_args={})) == runs[0].config
+
+
+def test_results_table_and_seed_summary(runs):
+    table = results_table(runs)
+    assert list(table["loss"]) == ["random init", "infonce", "infonce", "infonce"]
+    assert table.loc[1, "knn_acc"] == runs[1].metrics["knn_acc"]
+    summary = seed_summary(table[table["epochs"] > 0], ["temperature"])
+    row = summary.set_index("temperature").loc[0.5]
+    assert row["knn_acc_count"] == 2
+    assert row["knn_acc_mean"] == pytest.approx((runs[1].metrics["knn_acc"] + runs[2].metrics["knn_acc"]) / 2)
+    assert summary.set_index("temperature").loc[0.2, "knn_acc_count"] == 1
+    assert best(table[table["epochs"] > 0], "knn_acc", "temperature")[0] in (0.2, 0.5)
+    assert enough_training(table, baseline_value=-1.0) and not enough_training(table, baseline_value=2.0)
+
+
+def test_history_and_figures_are_labelled(runs):
+    history = history_table(runs[1:3], names=["seed 0", "seed 1"])
+    assert set(history["label"]) == {"seed 0", "seed 1"} and set(history["epoch"]) == {0, 1}
+    table = results_table(runs)
+    ax = plots.metric_curve(table[table["epochs"] > 0], "temperature", "knn_acc",
+                            baseline=table.loc[0, "knn_acc"])
+    assert ax.get_xlabel() == "temperature" and ax.get_ylabel() == "kNN accuracy"
+    ax = plots.similarity_histogram(runs[1].metrics["histograms"]["views"])
+    assert ax.get_xlabel() == "cosine similarity" and ax.get_ylabel() == "density"
+    with pytest.raises(ValueError, match="names"):
+        history_table(runs[1:3], names=["only one"])
