@@ -87,7 +87,7 @@ def bench_engine(data, arch, batch_size, steps, warmup, device):
     model, optimizer = make_model(arch, data, device)
     loss_fn = InfoNCE(0.2)
     images = data.train_x.to(device)
-    generator = torch.Generator(device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(images), device=device)
     augment_time = 0.0
     for step in range(warmup + steps):

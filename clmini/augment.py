@@ -1,16 +1,22 @@
 """SimCLR augmentations for a whole batch at once, on the batch's device.
 
-Every image gets its own random parameters, drawn from one ``torch.Generator`` so a batch of views
-is reproducible from a seed. The operations follow torchvision's ``RandomResizedCrop``,
-``RandomHorizontalFlip``, ``ColorJitter``, ``RandomGrayscale`` and ``GaussianBlur`` as used by
-SimCLR, written as tensor arithmetic over the batch instead of a Python loop over PIL images:
+Every image gets its own random parameters. They are drawn in one call from a CPU
+``torch.Generator`` into a small ``[B, 12]`` table (:func:`sample_view_params`) and then applied to
+the batch on its device (:func:`apply_view_params`). Drawing on the CPU makes the views a function
+of the seed alone, the same on any device, and keeps the dozens of tiny parameter computations
+off the GPU, where each would be a kernel launch; the pixels are touched only on the device.
 
-- crop + resize + flip is one affine resampling (``affine_grid`` + ``grid_sample``) per batch;
-- colour jitter is per-sample factors broadcast over pixels (hue: a rotation of the chroma plane);
+The operations follow torchvision's ``RandomResizedCrop``, ``RandomHorizontalFlip``,
+``ColorJitter``, ``RandomGrayscale`` and ``GaussianBlur`` as SimCLR uses them, written as tensor
+arithmetic over the batch instead of a Python loop over PIL images:
+
+- crop + resize + flip is one affine resampling (``affine_grid`` + ``grid_sample``);
+- colour jitter is per-sample factors broadcast over pixels (hue: a rotation of YIQ's chroma plane);
 - blur is a separable Gaussian whose sigma differs per sample (a grouped convolution).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -20,6 +26,13 @@ from torch import Tensor
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
+# RGB -> YIQ (NTSC): Y is luma, (I, Q) the chroma plane; rotating (I, Q) turns the hue.
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_ATTEMPTS = 10  # crop draws per sample before falling back to the whole image, as torchvision
+
+# Columns of the parameter table: the affine crop/flip map, then the photometric parameters.
+THETA, BRIGHTNESS, CONTRAST, SATURATION, HUE, GRAY, BLUR_SIGMA = slice(0, 6), 6, 7, 8, 9, 10, 11
+N_PARAMS = 12
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,7 @@ class AugmentConfig:
     """Parameters of the SimCLR augmentation pipeline (defaults: SimCLR's, jitter strength 0.5)."""
 
     crop_scale: tuple[float, float] = (0.2, 1.0)   # area of the crop / area of the image
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height of the crop
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # width / height of the crop, in pixels
     flip_p: float = 0.5
     jitter_p: float = 0.8
     brightness: float = 0.4
@@ -61,134 +74,130 @@ def augment(images: Tensor, generator: torch.Generator, config: AugmentConfig = 
             size: tuple[int, int] | None = None) -> Tensor:
     """One random view of each image: uint8 ``[B, C, H, W]`` -> float ``[B, C, *size]`` in [0, 1].
 
-    ``generator`` must live on ``images.device``; ``size`` defaults to the input size.
+    ``generator`` is a CPU generator (the parameters are drawn on the CPU whatever the device of
+    ``images``); ``size`` defaults to the input size.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
-    x = resized_crop_flip(images.float().div_(255), generator, config, size)
-    rgb = x.shape[1] == 3
-    x = color_jitter(x, generator, config, rgb)
-    if rgb and config.grayscale_p > 0:
-        gray = _bernoulli(x.shape[0], config.grayscale_p, generator, x.device)
-        x = torch.where(gray[:, None, None, None], _luma(x).expand_as(x), x)
-    if config.blur_p > 0:
-        x = gaussian_blur(x, generator, config)
+    params = sample_view_params(images.shape[0], *images.shape[2:], generator, config)
+    if images.device.type == "cuda":
+        params = params.pin_memory().to(images.device, non_blocking=True)  # no sync with the GPU
+    return apply_view_params(images, params, size, blur=config.blur_p > 0)
+
+
+def _lerp(u: Tensor, bounds: tuple[float, float]) -> Tensor:
+    return bounds[0] + (bounds[1] - bounds[0]) * u
+
+
+def sample_view_params(n: int, height: int, width: int, generator: torch.Generator,
+                       config: AugmentConfig = AugmentConfig()) -> Tensor:
+    """The random parameters of ``n`` views, a CPU float table ``[n, N_PARAMS]``.
+
+    Columns: ``THETA`` the affine map from output to input coordinates (crop, resize, flip);
+    ``BRIGHTNESS``/``CONTRAST``/``SATURATION`` factors (1 = unchanged), ``HUE`` an angle in radians,
+    ``GRAY`` 1 to convert to grayscale, ``BLUR_SIGMA`` (0 = no blur). All come from one draw of
+    uniforms, so the stream consumed per view does not depend on the outcome of any coin.
+    """
+    if generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU generator, got one on {generator.device}")
+    u = torch.rand(n, 2 * _ATTEMPTS + 11, generator=generator)
+    area, log_ratio = _lerp(u[:, :_ATTEMPTS], config.crop_scale), \
+        _lerp(u[:, _ATTEMPTS:2 * _ATTEMPTS], (math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1])))
+    u = u[:, 2 * _ATTEMPTS:]
+    # RandomResizedCrop: a crop of area A * H * W pixels and width/height ratio r is
+    # sqrt(A H W r) wide and sqrt(A H W / r) high; keep the first draw that fits, else the whole image.
+    ratio = log_ratio.exp()
+    w = torch.sqrt(area * ratio * height / width)  # as fractions of the image's width and height
+    h = torch.sqrt(area / ratio * width / height)
+    fits = (w <= 1) & (h <= 1)
+    first = fits.float().argmax(1, keepdim=True)
+    any_fit = fits.any(1)
+    w = torch.where(any_fit, w.gather(1, first).squeeze(1), 1.0)
+    h = torch.where(any_fit, h.gather(1, first).squeeze(1), 1.0)
+    # In normalised coordinates ([-1, 1] across the image) the crop maps output (x, y) to input
+    # (w x + cx, h y + cy), its centre uniform over the positions inside the image; a flip negates w.
+    cx, cy = (2 * u[:, 0] - 1) * (1 - w), (2 * u[:, 1] - 1) * (1 - h)
+    w = torch.where(u[:, 2] < config.flip_p, -w, w)
+    zero = torch.zeros(n)
+    jitter = u[:, 3] < config.jitter_p
+
+    def factor(column: int, strength: float) -> Tensor:
+        return torch.where(jitter, _lerp(u[:, column], (1 - strength, 1 + strength)), 1.0)
+
+    hue = torch.where(jitter, _lerp(u[:, 7], (-config.hue, config.hue)) * 2 * math.pi, 0.0)
+    gray = (u[:, 8] < config.grayscale_p).float()
+    sigma = torch.where(u[:, 9] < config.blur_p, _lerp(u[:, 10], config.blur_sigma), 0.0)
+    return torch.stack([w, zero, cx, zero, h, cy, factor(4, config.brightness), factor(5, config.contrast),
+                        factor(6, config.saturation), hue, gray, sigma], 1)
+
+
+def apply_view_params(images: Tensor, params: Tensor, size: tuple[int, int] | None = None,
+                      blur: bool = True) -> Tensor:
+    """Apply a parameter table (:func:`sample_view_params`) to uint8 ``images`` on their device.
+
+    Saturation, hue and grayscale apply to RGB images only. ``blur=False`` skips the blur pass
+    (the table's ``BLUR_SIGMA`` must then be 0) instead of convolving with identity kernels.
+    """
+    n, channels, height, width = images.shape
+    x = images.float().div_(255)
+    grid = F.affine_grid(params[:, THETA].reshape(n, 2, 3), [n, channels, *(size or (height, width))],
+                         align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    per_sample = params.view(n, N_PARAMS, 1, 1)
+    x = (x * per_sample[:, BRIGHTNESS:BRIGHTNESS + 1]).clamp_(0, 1)
+    rgb = channels == 3
+    mean = (_luma(x) if rgb else x).mean((1, 2, 3), keepdim=True)
+    x = ((x - mean) * per_sample[:, CONTRAST:CONTRAST + 1] + mean).clamp_(0, 1)
+    if rgb:
+        gray = _luma(x)
+        x = ((x - gray) * per_sample[:, SATURATION:SATURATION + 1] + gray).clamp_(0, 1)
+        x = rotate_hue(x, params[:, HUE])
+        x = torch.lerp(x, _luma(x).expand_as(x), per_sample[:, GRAY:GRAY + 1])
+    if blur:
+        x = gaussian_blur(x, params[:, BLUR_SIGMA])
     return x
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator, device, *shape) -> Tensor:
-    return torch.rand(n, *shape, generator=generator, device=device) * (high - low) + low
-
-
-def _bernoulli(n: int, p: float, generator: torch.Generator, device) -> Tensor:
-    return torch.rand(n, generator=generator, device=device) < p
+@functools.lru_cache(maxsize=None)
+def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Colour constants, copied to each device once (a copy per call would synchronise the GPU)."""
+    to_yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+    values = {"luma": torch.tensor(_LUMA).view(1, 3, 1, 1), "to_yiq": to_yiq, "from_yiq": torch.linalg.inv(to_yiq)}
+    return {k: v.to(device, dtype) for k, v in values.items()}
 
 
 def _luma(x: Tensor) -> Tensor:
-    w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
-def crop_boxes(n: int, height: int, width: int, generator: torch.Generator, config: AugmentConfig,
-               device=None, attempts: int = 10) -> tuple[Tensor, Tensor]:
-    """Crop sizes as fractions ``(h, w)`` of the image, each ``[n]``, as ``RandomResizedCrop``.
-
-    Like torchvision: draw an area fraction uniformly in ``crop_scale`` and a log-uniform aspect
-    ratio; keep the first of ``attempts`` draws that fits inside the image, else the whole image.
-    """
-    area = _uniform(n, *config.crop_scale, generator, device, attempts)
-    log_ratio = _uniform(n, *map(math.log, config.crop_ratio), generator, device, attempts)
-    ratio = log_ratio.exp()
-    w = torch.sqrt(area * ratio * height / width)  # fraction of the width: w_px = sqrt(A*H*W*r)
-    h = torch.sqrt(area / ratio * width / height)
-    fits = (w <= 1) & (h <= 1)
-    first = fits.float().argmax(1, keepdim=True)  # index of the first fitting draw (0 if none)
-    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
-    any_fit = fits.any(1)
-    return torch.where(any_fit, h, 1.0), torch.where(any_fit, w, 1.0)
-
-
-def resized_crop_flip(x: Tensor, generator: torch.Generator, config: AugmentConfig,
-                      size: tuple[int, int] | None = None) -> Tensor:
-    """Random resized crop and horizontal flip as one affine resampling of the batch."""
-    n, _, height, width = x.shape
-    h, w = crop_boxes(n, height, width, generator, config, x.device)
-    # In normalised coordinates ([-1, 1] across the image) a crop of relative size (h, w) centred
-    # at (cy, cx) maps output (u, v) to input (w*u + cx, h*v + cy); the centre is uniform over the
-    # positions that keep the crop inside the image. A flip negates the x scale.
-    cx = (_uniform(n, -1, 1, generator, x.device)) * (1 - w)
-    cy = (_uniform(n, -1, 1, generator, x.device)) * (1 - h)
-    flip = torch.where(_bernoulli(n, config.flip_p, generator, x.device), -1.0, 1.0)
-    zero = torch.zeros_like(w)
-    theta = torch.stack([torch.stack([w * flip, zero, cx], 1),
-                         torch.stack([zero, h, cy], 1)], 1)
-    out_size = size or (height, width)
-    grid = F.affine_grid(theta, [n, x.shape[1], *out_size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def color_jitter(x: Tensor, generator: torch.Generator, config: AugmentConfig, rgb: bool) -> Tensor:
-    """Brightness and contrast (plus saturation and hue for RGB), applied with ``jitter_p``.
-
-    The order is fixed (torchvision shuffles it per call); a sample that is not jittered gets the
-    identity factors.
-    """
-    n, device = x.shape[0], x.device
-    on = _bernoulli(n, config.jitter_p, generator, device).float().view(n, 1, 1, 1)
-
-    def factor(strength: float) -> Tensor:
-        f = _uniform(n, 1 - strength, 1 + strength, generator, device).view(n, 1, 1, 1)
-        return 1 + on * (f - 1)
-
-    x = (x * factor(config.brightness)).clamp_(0, 1)
-    gray = _luma(x) if rgb else x
-    mean = gray.mean((1, 2, 3), keepdim=True)
-    x = ((x - mean) * factor(config.contrast) + mean).clamp_(0, 1)
-    if rgb:
-        gray = _luma(x)
-        x = ((x - gray) * factor(config.saturation) + gray).clamp_(0, 1)
-        angle = _uniform(n, -config.hue, config.hue, generator, device) * (2 * math.pi) * on.view(n)
-        x = rotate_hue(x, angle)
-    return x
-
-
-# RGB <-> YIQ (NTSC): Y is luma, (I, Q) the chroma plane; rotating (I, Q) shifts the hue.
-_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+    return (x * _constants(x.device, x.dtype)["luma"]).sum(1, keepdim=True)
 
 
 def rotate_hue(x: Tensor, angle: Tensor) -> Tensor:
-    """Shift the hue of each RGB image by ``angle`` radians (a rotation in YIQ's chroma plane).
+    """Turn the hue of each RGB image by ``angle`` radians (a rotation in YIQ's chroma plane).
 
     A linear stand-in for torchvision's HSV hue shift: same luma, same chroma magnitude, hue turned
     by the angle; one ``[3, 3]`` matrix per sample instead of a per-pixel HSV round trip.
     """
-    to_yiq = x.new_tensor(_RGB_TO_YIQ)
+    c = _constants(x.device, x.dtype)
     cos, sin = angle.cos(), angle.sin()
     one, zero = torch.ones_like(cos), torch.zeros_like(cos)
-    rotation = torch.stack([torch.stack([one, zero, zero], 1),
-                            torch.stack([zero, cos, -sin], 1),
-                            torch.stack([zero, sin, cos], 1)], 1)  # [n, 3, 3]
-    m = torch.linalg.inv(to_yiq) @ rotation @ to_yiq
+    rotation = torch.stack([one, zero, zero, zero, cos, -sin, zero, sin, cos], 1).view(-1, 3, 3)
+    m = c["from_yiq"] @ rotation @ c["to_yiq"]
     return torch.einsum("nij,njhw->nihw", m, x).clamp_(0, 1)
 
 
-def gaussian_blur(x: Tensor, generator: torch.Generator, config: AugmentConfig) -> Tensor:
-    """Separable Gaussian blur with a per-sample sigma, applied with probability ``blur_p``.
+def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Separable Gaussian blur, ``sigma`` per sample (0: unchanged).
 
     Kernel size is about 10 % of the image side (SimCLR), odd, at least 3.
     """
     n, c, height, width = x.shape
     k = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
-    sigma = _uniform(n, *config.blur_sigma, generator, x.device)
     offsets = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
-    kernel = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
-    kernel = kernel / kernel.sum(1, keepdim=True)
-    skip = ~_bernoulli(n, config.blur_p, generator, x.device)
-    # An identity kernel (1 at the centre) for samples that are not blurred.
-    kernel[skip] = (offsets == 0).to(x.dtype)
+    sigma = sigma.to(x.dtype)[:, None]
+    kernel = torch.exp(-0.5 * (offsets / sigma.clamp(min=1e-6)) ** 2)
+    # sigma = 0 gives the identity kernel (1 at the centre): the sample passes unchanged.
+    kernel = torch.where(sigma > 0, kernel / kernel.sum(1, keepdim=True), (offsets == 0).to(x.dtype))
     kernel = kernel.repeat_interleave(c, 0)  # one kernel per (sample, channel) group
-    flat = x.reshape(1, n * c, height, width)
-    flat = F.pad(flat, (k // 2,) * 4, mode="reflect")
+    flat = F.pad(x.reshape(1, n * c, height, width), (k // 2,) * 4, mode="reflect")
     flat = F.conv2d(flat, kernel.view(n * c, 1, 1, k), groups=n * c)
     flat = F.conv2d(flat, kernel.view(n * c, 1, k, 1), groups=n * c)
     return flat.view(n, c, height, width).clamp_(0, 1)  # clamp: rounding of the kernel sum
@@ -196,13 +205,13 @@ def gaussian_blur(x: Tensor, generator: torch.Generator, config: AugmentConfig) 
 
 def view_grid(images: Tensor, n_views: int = 8, seed: int = 0,
               config: AugmentConfig = AugmentConfig(), padding: int = 2) -> Tensor:
-    """A picture of augmented views for the book: one row per image, originals in column 0.
+    """A picture of augmented views for the book: one row per image, the original in column 0.
 
-    Returns a float ``[H', W', C]`` array in [0, 1] ready for ``plt.imshow``.
+    Returns a float ``[H', W', 3]`` array in [0, 1] ready for ``plt.imshow``.
     """
     from torchvision.utils import make_grid
 
-    generator = torch.Generator(images.device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     views = [images.float() / 255] + [augment(images, generator, config) for _ in range(n_views)]
     tiles = torch.stack(views, 1).flatten(0, 1)  # row-major: image 0's views, image 1's, ...
     grid = make_grid(tiles.cpu(), nrow=n_views + 1, padding=padding, pad_value=1.0)

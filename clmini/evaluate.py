@@ -229,7 +229,7 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     train_h, train_z = encode(model, bank.train_x)
     test_h, test_z = encode(model, data.test_x)
     pairs = data.subset(n_test=min(n_pairs, data.test_y.numel()), seed=0)
-    generator = torch.Generator(data.device).manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     config = augment_config or AugmentConfig()
     views = [augment(pairs.test_x, generator, config) for _ in range(2)]
     was_training = model.training

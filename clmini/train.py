@@ -311,7 +311,7 @@ class Trainer:
             batches = self.epoch_batches(self.epoch)
             while self.step < self.steps_per_epoch:
                 start = time.perf_counter()
-                generator = torch.Generator(self.device).manual_seed(
+                generator = torch.Generator().manual_seed(  # CPU: augment draws its parameters there
                     derived_seed(config.seed, self.epoch, self.step))
                 global_step = self.epoch * self.steps_per_epoch + self.step
                 self.train_step(batches[self.step], generator,

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from clmini.augment import AugmentConfig, augment, color_jitter, crop_boxes, gaussian_blur, rotate_hue, view_grid
+from clmini.augment import (BLUR_SIGMA, BRIGHTNESS, CONTRAST, GRAY, THETA, AugmentConfig, apply_view_params, augment,
+                            gaussian_blur, rotate_hue, sample_view_params, view_grid)
 
 # Everything off: augment() must then return the images unchanged.
 IDENTITY = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
@@ -47,9 +48,15 @@ def test_output_shape_range_and_per_sample_randomness():
     assert len({tuple(v.flatten()[:50].tolist()) for v in out}) == 8  # each copy got its own view
 
 
-def test_crop_boxes_follow_random_resized_crop():
+def crop_sizes(n, height, width, config):
+    """Crop height and width, as fractions of the image, from the affine maps of ``n`` views."""
+    theta = sample_view_params(n, height, width, gen(), config)[:, THETA]
+    return theta[:, 4], theta[:, 0].abs()
+
+
+def test_crop_sizes_follow_random_resized_crop():
     config = AugmentConfig()
-    h, w = crop_boxes(20000, 224, 224, gen(), config)
+    h, w = crop_sizes(20000, 224, 224, config)
     area, ratio = h * w, w / h
     assert (h <= 1).all() and (w <= 1).all()
     fitted = area < 1  # the whole-image fallback aside
@@ -67,7 +74,7 @@ def test_crop_boxes_follow_random_resized_crop():
     assert abs(float(area.std() - reference.std())) < 0.015
     assert float(area.mean()) < 0.57  # the skew is there (0.6 would mean no rejection)
     # a non-square image: the ratio is in pixels, so for H = 2W a ratio-1 crop has w = 2h (fractions)
-    h, w = crop_boxes(100, 64, 32, gen(), AugmentConfig(crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0)))
+    h, w = crop_sizes(100, 64, 32, AugmentConfig(crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0)))
     assert torch.allclose(w, 2 * h) and torch.allclose(h * w, torch.full((100,), 0.25))
 
 
@@ -82,24 +89,31 @@ def test_a_small_centre_crop_magnifies_the_centre():
 
 
 def test_brightness_and_contrast_factors_are_in_range():
-    x = torch.full((2000, 1, 4, 4), 0.5)
-    x[:, :, :2] = 0.25  # half the image darker: mean 0.375
-    config = AugmentConfig(jitter_p=1.0, brightness=0.4, contrast=0.0)
-    out = color_jitter(x, gen(), config, rgb=False)
-    factor = out[:, 0, 3, 3] / 0.5
-    assert factor.min() >= 0.6 - 1e-6 and factor.max() <= 1.4 + 1e-6 and factor.std() > 0.2
-    config = AugmentConfig(jitter_p=1.0, brightness=0.0, contrast=0.4)
-    out = color_jitter(x, gen(), config, rgb=False)
-    assert torch.allclose(out.mean((1, 2, 3)), torch.full((2000,), 0.375), atol=1e-5)  # contrast keeps the mean
-    spread = (out[:, 0, 3, 3] - out[:, 0, 0, 0]) / 0.25
-    assert spread.min() >= 0.6 - 1e-5 and spread.max() <= 1.4 + 1e-5
+    x = torch.full((2000, 1, 4, 4), 128, dtype=torch.uint8)
+    x[:, :, :2] = 64  # half the image darker
+    lo, hi = 64 / 255, 128 / 255
+    no_crop = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=1.0)
+    config = AugmentConfig(**no_crop, brightness=0.4, contrast=0.0)
+    params = sample_view_params(2000, 4, 4, gen(), config)
+    out = apply_view_params(x, params, blur=False)
+    factor = out[:, 0, 3, 3] / hi
+    assert factor.min() >= 0.6 - 1e-5 and factor.max() <= 1.4 + 1e-5 and factor.std() > 0.2
+    assert torch.allclose(factor, params[:, BRIGHTNESS])
+    config = AugmentConfig(**no_crop, brightness=0.0, contrast=0.4)
+    out = apply_view_params(x, sample_view_params(2000, 4, 4, gen(), config), blur=False)
+    mean = (lo + hi) / 2
+    assert torch.allclose(out.mean((1, 2, 3)), torch.full((2000,), mean), atol=1e-5)  # contrast keeps the mean
+    spread = (out[:, 0, 3, 3] - out[:, 0, 0, 0]) / (hi - lo)
+    assert spread.min() >= 0.6 - 1e-4 and spread.max() <= 1.4 + 1e-4
 
 
 def test_jitter_probability():
-    x = torch.full((4000, 1, 2, 2), 0.5)
-    out = color_jitter(x, gen(), AugmentConfig(jitter_p=0.8), rgb=False)
-    changed = (out - 0.5).abs().amax((1, 2, 3)) > 1e-6
+    params = sample_view_params(4000, 8, 8, gen(), AugmentConfig(jitter_p=0.8))
+    changed = (params[:, BRIGHTNESS] != 1) & (params[:, CONTRAST] != 1)
     assert abs(float(changed.float().mean()) - 0.8) < 0.03
+    assert ((params[:, BRIGHTNESS] == 1) == (params[:, CONTRAST] == 1)).all()  # one coin for all factors
+    gray = sample_view_params(4000, 8, 8, gen(), AugmentConfig(grayscale_p=0.2))[:, GRAY]
+    assert abs(float(gray.mean()) - 0.2) < 0.03
 
 
 def test_hue_rotation_keeps_gray_and_luma_and_a_full_turn_is_identity():
@@ -119,14 +133,15 @@ def test_grayscale_makes_channels_equal():
 
 
 def test_blur_keeps_constants_and_smooths_noise():
-    config = AugmentConfig(blur_p=1.0, blur_sigma=(1.0, 2.0))
     flat = torch.full((4, 3, 32, 32), 0.3)
-    assert torch.allclose(gaussian_blur(flat, gen(), config), flat, atol=1e-6)
+    assert torch.allclose(gaussian_blur(flat, torch.full((4,), 1.5)), flat, atol=1e-6)
     noise = torch.rand(64, 1, 32, 32, generator=gen())
-    blurred = gaussian_blur(noise, gen(), config)
-    assert (blurred.std((1, 2, 3)) < 0.6 * noise.std((1, 2, 3))).all()
-    untouched = gaussian_blur(noise, gen(), AugmentConfig(blur_p=1e-9))  # p ~ 0: identity kernels
-    assert torch.allclose(untouched, noise, atol=1e-6)
+    sigma = sample_view_params(64, 32, 32, gen(), AugmentConfig(blur_p=0.5, blur_sigma=(1.0, 2.0)))[:, BLUR_SIGMA]
+    assert 15 < int((sigma > 0).sum()) < 49 and ((sigma == 0) | (sigma >= 1)).all()
+    blurred = gaussian_blur(noise, sigma)
+    ratio = blurred.std((1, 2, 3)) / noise.std((1, 2, 3))
+    assert (ratio[sigma > 0] < 0.6).all()
+    assert torch.allclose(blurred[sigma == 0], noise[sigma == 0], atol=1e-6)  # sigma 0: unchanged
 
 
 def test_bad_config_and_inputs_are_rejected():
