@@ -4,7 +4,8 @@
   the SimCLR/DySTreSS evaluations);
 - :func:`linear_probe`: L2-regularised softmax regression (L-BFGS) on frozen features;
 - :func:`uniformity` (Wang & Isola, reported as ``-L_unif`` like Wang & Liu), :func:`alignment`,
-  :func:`tolerance` (Wang & Liu eq. 11), :func:`embedding_separation` (SINCERE),
+  :func:`tolerance` (Wang & Liu eq. 11), :func:`embedding_separation` (SINCERE) and its two terms
+  (:func:`nearest_class_similarities`),
   :func:`similarity_histograms` (positive/negative pair similarities).
 
 Geometric metrics L2-normalise their inputs first: they are defined on the unit sphere. Large
@@ -159,13 +160,16 @@ def tolerance(z: Tensor, labels: Tensor) -> float:
     return float(((sums * sums).sum() - counts.sum()) / pairs)
 
 
-def embedding_separation(train_z: Tensor, train_labels: Tensor, test_z: Tensor,
-                         test_labels: Tensor) -> float:
-    """SINCERE's separation: ``|median_i max_{same class} s - median_i max_{other class} s|``.
+def nearest_class_similarities(train_z: Tensor, train_labels: Tensor, test_z: Tensor,
+                                test_labels: Tensor) -> tuple[float, float]:
+    """Medians over the test set of the cosine similarity to the nearest same-class and to the
+    nearest other-class training embedding (the two terms of :func:`embedding_separation`)."""
+    same, other = _nearest_class_medians(train_z, train_labels, test_z, test_labels)
+    return float(same), float(other)
 
-    For each test embedding, the cosine similarity to its nearest same-class and nearest
-    other-class training embedding; the medians over the test set are compared.
-    """
+
+def _nearest_class_medians(train_z: Tensor, train_labels: Tensor, test_z: Tensor,
+                           test_labels: Tensor) -> tuple[Tensor, Tensor]:
     _check_pair(train_z, train_labels, "train_z")
     _check_pair(test_z, test_labels, "test_z")
     bank = F.normalize(train_z.float(), dim=1)
@@ -178,7 +182,18 @@ def embedding_separation(train_z: Tensor, train_labels: Tensor, test_z: Tensor,
     same, other = torch.cat(nearest_same), torch.cat(nearest_other)
     if torch.isinf(same).any() or torch.isinf(other).any():
         raise ValueError("train_labels: every test class needs same-class and other-class training samples")
-    return float((same.median() - other.median()).abs())
+    return same.median(), other.median()
+
+
+def embedding_separation(train_z: Tensor, train_labels: Tensor, test_z: Tensor,
+                         test_labels: Tensor) -> float:
+    """SINCERE's separation: ``|median_i max_{same class} s - median_i max_{other class} s|``.
+
+    For each test embedding, the cosine similarity to its nearest same-class and nearest
+    other-class training embedding; the medians over the test set are compared.
+    """
+    same, other = _nearest_class_medians(train_z, train_labels, test_z, test_labels)
+    return float((same - other).abs())
 
 
 def mean_pair_similarity(z: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -240,6 +255,7 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     z, ids = two_views(z1, z2)
     positive, negative = mean_pair_similarity(z, ids)
     _, pairs_z = encode(model, pairs.test_x)
+    nearest_same, nearest_other = _nearest_class_medians(train_z, bank.train_y, test_z, data.test_y)
     return {
         "knn_acc": knn_accuracy(train_h, bank.train_y, test_h, data.test_y, k=min(knn_k, len(bank.train_y))),
         "knn_k": min(knn_k, len(bank.train_y)),
@@ -247,7 +263,9 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
         "uniformity": uniformity(test_z),
         "tolerance": tolerance(test_z, data.test_y),
         "alignment": alignment(z1, z2),
-        "separation": embedding_separation(train_z, bank.train_y, test_z, data.test_y),
+        "separation": float((nearest_same - nearest_other).abs()),  # embedding_separation
+        "nearest_same_sim": float(nearest_same),
+        "nearest_other_sim": float(nearest_other),
         "pos_sim": positive,
         "neg_sim": negative,
         "histograms": {"views": similarity_histograms(z, ids),
