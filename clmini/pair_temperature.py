@@ -1,0 +1,168 @@
+"""A temperature per pair (DySTreSS, Manna et al.): where it acts, what it does to the penalties.
+
+:class:`clmini.losses.CosineTemperature` gives every pair the temperature
+``tau(s) = tau_min + (tau_max - tau_min) sin^2(pi s / 2)`` of its own similarity. This module holds
+what chapter 3 needs around it:
+
+- :class:`NegativesOnlyDySTreSS`: the ablation "``tau(s)`` on the negatives only": the positive
+  pair keeps a fixed temperature, built from the loss family's parts (an identity logit map fed
+  with per-pair logits);
+- :func:`applied_temperatures` and :func:`temperature_histograms`: the temperatures a network's
+  batch of augmented views actually receives, positive and negative pairs apart;
+- :func:`relative_penalty` (SymPy) and :func:`penalty_density` (NumPy): Wang & Liu's relative
+  penalty when each negative has its own temperature. With ``tau`` detached, negative ``j``'s
+  gradient is ``P_j / tau_j``, so its share among the negatives is
+  ``r_j = (e^{s_j/tau_j} / tau_j) / sum_k (e^{s_k/tau_k} / tau_k)`` **[derived]**: the ``1/tau_j``
+  that cancels for a fixed ``tau`` stays.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import sympy as sp
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clmini import symbolic
+from clmini.augment import AugmentConfig, augment
+from clmini.losses import ContrastiveLoss, CosineTemperature, LogitMap, Pairs, Reduction, pair_masks, two_views
+
+__all__ = ["PrecomputedLogits", "NegativesOnlyDySTreSS", "negatives_only_anchor_loss",
+           "applied_temperatures", "temperature_histograms",
+           "DystressPenalty", "relative_penalty", "penalty_density"]
+
+
+# --------------------------------------------------------------------------- the ablation loss
+class PrecomputedLogits(LogitMap):
+    """The identity: for a loss whose logits were already formed pair by pair."""
+
+    def forward(self, logits: Tensor) -> Tensor:
+        return logits
+
+    def symbolic(self, s):
+        return s
+
+
+class NegativesOnlyDySTreSS(ContrastiveLoss):
+    """DySTreSS with the cosine temperature on the negative pairs only.
+
+    Positive pair ``(i, p)``: logit ``s_ip / positive_temperature``; negative ``(i, n)``:
+    ``s_in / tau(sg[s_in])`` (``detach=True``, as the authors' code) with ``tau`` from
+    :class:`~clmini.losses.CosineTemperature`. ``positive_temperature=None`` means ``tau_min``:
+    the loss is then InfoNCE at ``tau_min`` whose negatives alone get the schedule.
+    """
+
+    def __init__(self, tau_min: float = 0.07, tau_max: float = 0.2, positive_temperature: float | None = None,
+                 detach: bool = True, reduction: Reduction = "mean", normalize: bool = True):
+        super().__init__(PrecomputedLogits(), "positive+negatives", reduction, normalize)
+        self.cosine = CosineTemperature(tau_min, tau_max, detach)
+        self.positive_temperature = tau_min if positive_temperature is None else float(positive_temperature)
+        if not self.positive_temperature > 0:
+            raise ValueError(f"positive_temperature must be > 0, got {positive_temperature!r}")
+
+    def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
+        logits = torch.where(pairs.positives, sim / self.positive_temperature, self.cosine(sim))
+        return super().per_anchor(logits, pairs)
+
+    def extra_repr(self) -> str:
+        return f"positive_temperature={self.positive_temperature}, {super().extra_repr()}"
+
+
+def negatives_only_anchor_loss(n_neg: int = 3) -> tuple[sp.Expr, tuple[sp.Symbol, ...], sp.Symbol]:
+    """One anchor's :class:`NegativesOnlyDySTreSS` loss (tau not detached: the explicit function).
+
+    Returns ``(expr, (s_p1, s_n1, ...), tau_p)`` with ``tau_p`` the positive's fixed temperature.
+    """
+    tau_p = sp.Symbol("tau_p", positive=True)
+    (positive,), negatives = symbolic.positive_similarities(1), symbolic.negative_similarities(n_neg)
+    numerator = sp.exp(positive / tau_p)
+    denominator = numerator + sp.Add(*(sp.exp(symbolic.dystress_logit(x)) for x in negatives))
+    return -sp.log(numerator / denominator), (positive, *negatives), tau_p
+
+
+# --------------------------------------------------------------------------- applied temperatures
+@torch.no_grad()
+def applied_temperatures(model: nn.Module, images: Tensor, logit_map: CosineTemperature, seed: int = 0,
+                         augment_config: AugmentConfig | None = None) -> dict[str, Tensor]:
+    """The temperatures ``tau(s)`` of every pair of one SimCLR batch, positives and negatives apart.
+
+    ``images`` (uint8, ``[B, C, H, W]``) are augmented twice as the engine does (one generator
+    seeded by ``seed`` for the ``2B`` views), embedded by ``model`` in eval mode, and the pairs of
+    the ``2B x 2B`` similarity matrix get ``logit_map.temperature``. Returns ``positive`` (``2B``
+    values) and ``negative`` (``2B (2B - 2)``), each a 1-D CPU tensor.
+    """
+    if not isinstance(logit_map, CosineTemperature):
+        raise ValueError(f"logit_map must be a CosineTemperature, got {type(logit_map).__name__}")
+    generator = torch.Generator().manual_seed(seed)
+    views = augment(torch.cat([images, images]), generator, augment_config or AugmentConfig())
+    was_training = model.training
+    model.eval()
+    z = model(views).float()
+    model.train(was_training)
+    z1, z2 = z.chunk(2)
+    z, labels = two_views(z1, z2)
+    z = F.normalize(z, dim=1)
+    tau = logit_map.temperature(z @ z.T).cpu()
+    positives, negatives = pair_masks(labels.cpu())
+    return {"positive": tau[positives], "negative": tau[negatives]}
+
+
+def temperature_histograms(temperatures: Mapping[str, Tensor], tau_min: float, tau_max: float,
+                           bins: int = 40) -> dict[str, list[float]]:
+    """Densities of ``temperatures`` (from :func:`applied_temperatures`) on ``bins`` bins over
+    ``[tau_min, tau_max]``, in the format of :func:`clmini.evaluate.similarity_histograms`
+    (``edges``, then one density per key; each integrates to 1)."""
+    if not tau_max > tau_min:
+        raise ValueError(f"need tau_max > tau_min for a histogram, got {tau_min}, {tau_max}")
+    width = (tau_max - tau_min) / bins
+    result = {"edges": torch.linspace(tau_min, tau_max, bins + 1).tolist()}
+    for key, values in temperatures.items():
+        counts = torch.histc(values.float(), bins=bins, min=tau_min, max=tau_max)
+        result[key] = (counts / counts.sum().clamp(min=1) / width).tolist()
+    return result
+
+
+# --------------------------------------------------------------------------- relative penalty
+@dataclass(frozen=True)
+class DystressPenalty:
+    """The relative penalty of negative ``s_n1`` under per-pair temperatures (detached).
+
+    ``derived``: ``dL/ds_n1 / sum_k dL/ds_nk`` from :func:`clmini.symbolic.dystress_gradients`;
+    ``form``: ``(e^{s_n1/tau_n1}/tau_n1) / sum_k (e^{s_nk/tau_nk}/tau_nk)``; they are equal.
+    ``fixed``: the same ratio when every ``tau_x`` is one ``tau`` (Wang & Liu eq. 5).
+    """
+
+    derived: sp.Expr
+    form: sp.Expr
+    fixed: sp.Expr
+
+
+@functools.lru_cache(maxsize=None)
+def relative_penalty(n_neg: int = 2) -> DystressPenalty:
+    """The relative penalty ``r_1`` of the first negative with a temperature per pair **[derived]**."""
+    gradients = symbolic.dystress_gradients(n_neg)
+    negatives = symbolic.negative_similarities(n_neg)
+    total = sp.Add(*(gradients.detached_form[x] for x in negatives))
+    derived = sp.simplify(gradients.detached_form[negatives[0]] / total)
+    temperature = {x: sp.Symbol(f"tau_{x.name[2:]}", positive=True) for x in negatives}
+    weight = {x: sp.exp(x / temperature[x]) / temperature[x] for x in negatives}
+    form = weight[negatives[0]] / sp.Add(*weight.values())
+    fixed = sp.simplify(form.subs({t: symbolic.tau for t in temperature.values()}))
+    return DystressPenalty(derived, form, fixed)
+
+
+def penalty_density(s: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """The relative penalty of negatives spread evenly over the grid ``s``, as a density in ``s``.
+
+    ``tau``: the temperature of each grid point (a constant array for InfoNCE, ``tau(s)`` for
+    DySTreSS). Weights ``e^{s/tau} / tau`` (the detached gradient without the shared softmax
+    denominator), normalised so that the trapezoid integral over ``s`` is 1.
+    """
+    s, tau = np.asarray(s, dtype=float), np.broadcast_to(np.asarray(tau, dtype=float), np.shape(s))
+    log_w = s / tau - np.log(tau)
+    w = np.exp(log_w - log_w.max())
+    return w / np.trapezoid(w, s)

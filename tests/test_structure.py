@@ -1,0 +1,73 @@
+"""Local vs global structure metrics: kNN at several k equals the engine's kNN, centroids in closed form."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clmini.evaluate import knn_accuracy
+from clmini.models import build_model
+from clmini.structure import centroid_concentration, centroid_similarity, class_centroids, knn_profile, structure_metrics
+from engine_helpers import pattern_data
+
+
+def test_knn_profile_equals_knn_accuracy_for_every_k():
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(300, 16, generator=g), torch.randn(70, 16, generator=g)
+    train_y, test_y = torch.randint(0, 5, (300,), generator=g), torch.randint(0, 5, (70,), generator=g)
+    ks = [1, 7, 50, 300]
+    profile = knn_profile(train, train_y, test, test_y, ks)
+    assert list(profile) == ks
+    for k in ks:
+        assert profile[k] == knn_accuracy(train, train_y, test, test_y, k=k)
+
+
+@pytest.mark.parametrize("ks", [[0], [302], []])
+def test_knn_profile_rejects_bad_k(ks):
+    with pytest.raises(ValueError):
+        knn_profile(torch.randn(301, 4), torch.zeros(301, dtype=torch.long), torch.randn(3, 4),
+                    torch.zeros(3, dtype=torch.long), ks)
+
+
+def _clusters(directions, per_class=5, noise=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.as_tensor(directions, dtype=torch.float64)
+    z = directions.repeat_interleave(per_class, 0)
+    z = z + noise * torch.randn(z.shape, generator=g, dtype=z.dtype)
+    labels = torch.arange(len(directions)).repeat_interleave(per_class)
+    return z, labels
+
+
+@pytest.mark.parametrize("directions, expected", [
+    ([[1.0, 0.0], [-1.0, 0.0]], -1.0),                        # antipodal: as far as two classes go
+    ([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], 0.0),           # orthogonal
+    ([[1.0, 0], [1.0, 0], [1.0, 0]], 1.0),                    # every class the same way
+    ([[1.0, 0], [-0.5, math.sqrt(3) / 2], [-0.5, -math.sqrt(3) / 2]], -0.5),  # simplex: -1/(C-1)
+])
+def test_centroid_similarity_closed_forms(directions, expected):
+    z, labels = _clusters(directions)
+    assert centroid_similarity(z, labels) == pytest.approx(expected, abs=1e-12)
+    assert centroid_concentration(z, labels) == pytest.approx(1.0)  # collapsed classes
+
+
+def test_centroid_concentration_of_a_spread_class_and_of_scaled_inputs():
+    z = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 3.0], [0.0, -2.0]])  # one class spread evenly
+    labels = torch.zeros(4, dtype=torch.long)
+    assert class_centroids(z, labels).abs().max() < 1e-7  # inputs are normalised first
+    assert centroid_concentration(z, labels) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="no sample"):
+        class_centroids(z, torch.tensor([0, 0, 2, 2]))
+
+
+def test_structure_metrics_on_a_network_are_in_range_and_repeatable():
+    data = pattern_data(n_train=64, n_test=32)
+    torch.manual_seed(0)
+    model = build_model("small-cnn", 1, [0.2], [0.2], proj_dim=8, width=4)
+    first = structure_metrics(model, data, ks=(1, 5), bank_size=40, test_size=20)
+    assert set(first) == {"knn@1", "knn@5", "centroid_sim", "centroid_norm"}
+    assert all(0 <= first[f"knn@{k}"] <= 1 for k in (1, 5))
+    assert -1 <= first["centroid_sim"] <= 1 and 0 <= first["centroid_norm"] <= 1
+    assert structure_metrics(model, data, ks=(1, 5), bank_size=40, test_size=20) == first
+    whole = structure_metrics(model, data, ks=(1,))
+    h_train, h_test = model.features(data.train_x.float()), model.features(data.test_x.float())
+    assert whole["knn@1"] == knn_accuracy(h_train.detach(), data.train_y, h_test.detach(), data.test_y, k=1)
