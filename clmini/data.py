@@ -66,6 +66,28 @@ class ImageData:
         return replace(self, **{k: getattr(self, k).to(device)
                                 for k in ("train_x", "train_y", "test_x", "test_y")})
 
+    def select_classes(self, classes) -> "ImageData":
+        """Only the images of ``classes`` (indices into :attr:`classes`), in both splits.
+
+        Labels are renumbered ``0..len(classes)-1`` in the order given and :attr:`classes` keeps
+        those classes' names, so a two-class subset is an ordinary two-class data set.
+        """
+        classes = [int(c) for c in classes]
+        if len(set(classes)) != len(classes) or len(classes) < 2:
+            raise ValueError(f"classes must name at least 2 distinct classes, got {classes}")
+        bad = [c for c in classes if not 0 <= c < self.n_classes]
+        if bad:
+            raise ValueError(f"classes {bad} out of range: {self.name} has classes 0..{self.n_classes - 1}")
+        lookup = torch.full((self.n_classes,), -1, dtype=torch.long)
+        lookup[classes] = torch.arange(len(classes))
+        out = {}
+        for split in ("train", "test"):
+            y = getattr(self, f"{split}_y")
+            new_y = lookup.to(y.device)[y]
+            keep = new_y >= 0
+            out[f"{split}_x"], out[f"{split}_y"] = getattr(self, f"{split}_x")[keep], new_y[keep]
+        return replace(self, **out, classes=tuple(self.classes[c] for c in classes))
+
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageData":
         """Stratified subsets (class shares kept) of the train and/or test split, chosen by ``seed``."""
         out = self
@@ -108,27 +130,48 @@ def stratified_indices(labels: Tensor, n: int, seed: int = 0) -> Tensor:
     return order[rank < quota[labels[order]]].sort().values
 
 
-def class_balanced_batches(labels: Tensor, batch_size: int, generator: torch.Generator) -> Tensor:
-    """One epoch of class-balanced batches: indices ``[steps, C * (batch_size // C)]``.
+def class_balanced_batches(labels: Tensor, batch_size: int, generator: torch.Generator,
+                           classes_per_batch: int | None = None) -> Tensor:
+    """One epoch of class-balanced batches: indices ``[steps, M * (batch_size // M)]``.
 
-    Every batch holds ``batch_size // C`` samples of each of the ``C`` classes (the batch is
-    rounded down to a multiple of ``C``). Classes larger than the smallest one contribute a random
-    part of their samples each epoch, so an epoch has ``min class count // (batch_size // C)`` steps.
+    ``classes_per_batch=None``: every batch holds ``batch_size // C`` samples of each of the ``C``
+    classes (``M = C``; the batch is rounded down to a multiple of ``C``). Classes larger than the
+    smallest one contribute a random part of their samples each epoch, so an epoch has
+    ``min class count // (batch_size // C)`` steps.
+
+    ``classes_per_batch=M < C``: every batch holds ``batch_size // M`` samples of each of ``M``
+    distinct classes, so each anchor meets more same-class samples for the same batch size. Each
+    class is cut into ``S = min class count // (batch_size // M)`` random chunks; in round ``s`` the
+    classes are shuffled and grouped ``M`` at a time (``C mod M`` classes sit the round out), each
+    group taking its classes' ``s``-th chunks: ``S * (C // M)`` steps.
     """
     labels = labels.cpu()
     order, rank, counts = _grouped_by_class(labels, generator)
     present = counts > 0
     n_classes = int(present.sum())
-    per_class = batch_size // n_classes
+    if classes_per_batch is not None and (isinstance(classes_per_batch, bool)
+                                          or not isinstance(classes_per_batch, int)
+                                          or not 2 <= classes_per_batch <= n_classes):
+        raise ValueError(f"classes_per_batch must be an integer in [2, {n_classes}] (the number of "
+                         f"classes) or None, got {classes_per_batch!r}")
+    per_batch = n_classes if classes_per_batch is None else classes_per_batch
+    per_class = batch_size // per_batch
     if per_class < 1:
-        raise ValueError(f"batch_size {batch_size} is smaller than the number of classes "
-                         f"({n_classes}): a class-balanced batch needs one image of each")
+        raise ValueError(f"batch_size {batch_size} is smaller than the number of classes per batch "
+                         f"({per_batch}): a class-balanced batch needs one image of each")
     steps = int(counts[present].min()) // per_class
     if steps == 0:
         raise ValueError(f"batch_size {batch_size}: the smallest class has {int(counts[present].min())} "
                          f"samples, fewer than the {per_class} per class one batch needs")
     keep = order[rank < steps * per_class]  # grouped by class, steps * per_class of each
-    return keep.view(n_classes, steps, per_class).transpose(0, 1).reshape(steps, n_classes * per_class)
+    chunks = keep.view(n_classes, steps, per_class)
+    if per_batch == n_classes:
+        return chunks.transpose(0, 1).reshape(steps, n_classes * per_class)
+    groups = n_classes // per_batch
+    rounds = torch.stack([torch.randperm(n_classes, generator=generator) for _ in range(steps)])
+    members = rounds[:, :groups * per_batch].reshape(steps, groups, per_batch)
+    batches = chunks[members, torch.arange(steps)[:, None, None]]  # [steps, groups, M, per_class]
+    return batches.reshape(steps * groups, per_batch * per_class)
 
 
 def load_dataset(name: str = "fashion-mnist", root: str | os.PathLike | None = None, *,

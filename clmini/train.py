@@ -31,7 +31,8 @@ from torch import Tensor
 from clmini import runs
 from clmini.augment import AugmentConfig, augment
 from clmini.data import DATASETS, ImageData, class_balanced_batches, load_dataset
-from clmini.evaluate import autocast, encode, evaluate_representation, knn_accuracy, tolerance, uniformity
+from clmini.evaluate import (autocast, encode, evaluate_representation, knn_accuracy, linear_probe,
+                             nearest_class_similarities, tolerance, uniformity)
 from clmini.losses import LOSSES, CosineTemperature, make_loss, pair_masks
 from clmini.models import ARCHS, ContrastiveNet, build_model
 
@@ -101,6 +102,7 @@ class TrainConfig:
     # data
     dataset: str = "fashion-mnist"
     n_train: int | None = None       # stratified training subset (None: all)
+    classes: tuple[int, ...] | None = None  # only these classes (relabelled 0..), train and test
     # model
     arch: str = "small-cnn"
     width: int = 32                  # small-cnn only
@@ -109,6 +111,7 @@ class TrainConfig:
     loss: str = "infonce"
     loss_args: dict = field(default_factory=dict)
     mode: str = "simclr"
+    classes_per_batch: int | None = None  # supervised: classes in each batch (None: all of them)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # optimisation
     epochs: int = 10
@@ -144,6 +147,19 @@ class TrainConfig:
                                         ("monitor_train_size", 1, False), ("monitor_test_size", 1, False),
                                         ("probe_iters", 1, False)):
             _check_int(name, getattr(self, name), minimum, optional)
+        if self.classes is not None:
+            classes = self.classes
+            if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+                raise ValueError(f"classes must be a sequence of class indices or None, got {classes!r}")
+            classes = tuple(classes)
+            for c in classes:
+                _check_int("classes entry", c, 0)
+            if len(set(classes)) < 2:
+                raise ValueError(f"classes must name at least 2 distinct classes, got {list(classes)}")
+            canon("classes", tuple(sorted(set(classes))))  # (6, 0), [0, 6, 6] and (0, 6) are one run
+        _check_int("classes_per_batch", self.classes_per_batch, 2, optional=True)
+        if self.classes_per_batch is not None and self.mode != "supervised":
+            raise ValueError("classes_per_batch needs mode='supervised' (class-balanced batches)")
         canon("lr", _check_number("lr", self.lr, 0, low_open=True))
         canon("momentum", _check_number("momentum", self.momentum, 0, 1))
         canon("weight_decay", _check_number("weight_decay", self.weight_decay, 0))
@@ -171,7 +187,17 @@ class TrainConfig:
 
     @property
     def hash(self) -> str:
-        return runs.config_hash({"engine_version": ENGINE_VERSION, "config": self.to_dict()})
+        config = self.to_dict()
+        # Fields added after runs were cached leave the hash alone at their default, so those
+        # runs (which computed exactly that default) stay valid.
+        for name, default in _LATER_FIELDS.items():
+            if config[name] == default:
+                del config[name]
+        return runs.config_hash({"engine_version": ENGINE_VERSION, "config": config})
+
+
+# Fields added to TrainConfig after its first release, with the default that reproduces the old runs.
+_LATER_FIELDS = {"classes": None, "classes_per_batch": None}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -212,8 +238,11 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
-        """``data``: the whole data set on ``device``. Training uses its ``n_train`` subset;
-        monitoring and the final evaluation use the whole train split as labelled reference."""
+        """``data``: the whole data set on ``device``. Training uses its ``n_train`` subset (of
+        ``config.classes`` when given); monitoring and the final evaluation use the whole train
+        split (of those classes) as labelled reference."""
+        if config.classes is not None:
+            data = data.select_classes(config.classes)
         self.config, self.data, self.device = config, data, device
         self.train_data = data if config.n_train is None else data.subset(n_train=config.n_train, seed=config.seed)
         mean, std = data.channel_stats()
@@ -244,7 +273,7 @@ class Trainer:
         config, labels = self.config, self.train_data.train_y.cpu()
         generator = torch.Generator().manual_seed(derived_seed(config.seed, epoch))
         if config.mode == "supervised":
-            batches = class_balanced_batches(labels, config.batch_size, generator)
+            batches = class_balanced_batches(labels, config.batch_size, generator, config.classes_per_batch)
         else:
             n = labels.numel()
             if config.batch_size > n:
@@ -339,13 +368,28 @@ class Trainer:
         self.sums.zero_()
 
     def monitor_record(self, epoch: int, stats: dict) -> dict:
-        """One history record: the epoch's training statistics and a held-out check."""
+        """One history record: the epoch's training statistics and a held-out check.
+
+        Supervised runs also record the class geometry of the projections ``z`` (SINCERE's learning
+        trajectories): the medians of the similarity to the nearest same-class and nearest
+        other-class bank embedding and their difference, the separation; and 1-NN, 5-NN and
+        linear-probe accuracy of the features ``h``.
+        """
         m = self.monitor
-        train_h, _ = encode(self.model, m.train_x)
+        train_h, train_z = encode(self.model, m.train_x)
         test_h, test_z = encode(self.model, m.test_x)
         knn = knn_accuracy(train_h, m.train_y, test_h, m.test_y, k=min(self.config.knn_k, len(m.train_y)))
-        return {"epoch": epoch, **stats, "knn_acc": knn, "uniformity": uniformity(test_z),
-                "tolerance": tolerance(test_z, m.test_y)}
+        record = {"epoch": epoch, **stats, "knn_acc": knn, "uniformity": uniformity(test_z),
+                  "tolerance": tolerance(test_z, m.test_y)}
+        if self.config.mode == "supervised":
+            same, other = nearest_class_similarities(train_z, m.train_y, test_z, m.test_y)
+            record.update(
+                nearest_same_sim=same, nearest_other_sim=other, separation=abs(same - other),
+                knn1_acc=knn_accuracy(train_h, m.train_y, test_h, m.test_y, k=1),
+                knn5_acc=knn_accuracy(train_h, m.train_y, test_h, m.test_y, k=min(5, len(m.train_y))),
+                linear_probe_acc=linear_probe(train_h, m.train_y, test_h, m.test_y,
+                                              max_iter=self.config.probe_iters))
+        return record
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:

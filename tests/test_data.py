@@ -138,3 +138,35 @@ def test_class_balanced_batches():
     assert batches.unique().numel() == 18  # no image twice in an epoch
     with pytest.raises(ValueError, match="smaller than the number of classes"):
         class_balanced_batches(labels, 2, torch.Generator())
+
+
+def test_class_balanced_batches_with_fewer_classes_per_batch():
+    labels = torch.tensor([0] * 13 + [1] * 10 + [2] * 7 + [3] * 9 + [4] * 8)
+    generator = torch.Generator().manual_seed(0)
+    batches = class_balanced_batches(labels, 6, generator, classes_per_batch=2)
+    # 6 // 2 = 3 per class: 7 // 3 = 2 chunks per class; 5 // 2 = 2 groups per round, 2 rounds
+    assert batches.shape == (4, 6)
+    for batch in batches:
+        counts = torch.bincount(labels[batch], minlength=5)
+        assert sorted(counts.tolist()) == [0, 0, 0, 3, 3]
+    assert batches.unique().numel() == batches.numel()  # no image twice in an epoch
+    # all classes (None or C) is the original rule, with the same draws
+    everything = class_balanced_batches(labels, 10, torch.Generator().manual_seed(1))
+    assert torch.equal(everything, class_balanced_batches(labels, 10, torch.Generator().manual_seed(1), 5))
+    for bad in (1, 6, True):
+        with pytest.raises(ValueError, match="classes_per_batch"):
+            class_balanced_batches(labels, 10, torch.Generator(), bad)
+
+
+def test_select_classes_relabels_both_splits():
+    y = torch.arange(20) % 4
+    x = (y * 10).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()
+    data = ImageData("toy", x, y, x.clone(), y.clone(), ("a", "b", "c", "d"))
+    two = data.select_classes([3, 1])
+    assert two.classes == ("d", "b")
+    for split_x, split_y in ((two.train_x, two.train_y), (two.test_x, two.test_y)):
+        assert split_y.tolist() == [1, 0] * 5
+        assert torch.equal(split_x[:, 0, 0, 0], torch.tensor([10, 30] * 5, dtype=torch.uint8))
+    for bad, message in (([1], "at least 2"), ([1, 1], "at least 2"), ([0, 4], "out of range")):
+        with pytest.raises(ValueError, match=message):
+            data.select_classes(bad)

@@ -344,3 +344,46 @@ def test_n_train_limits_training_not_the_evaluation(tmp_path, data):
     small_bank = train_or_load(tiny(n_train=64, epochs=1, eval_train_size=40), tmp_path, device="cpu",
                                data=data, progress=False)
     assert small_bank.metrics["eval_train_size"] == 40
+
+
+def test_later_fields_keep_old_hashes_and_canonicalise():
+    # Hashes of configs written before `classes`/`classes_per_batch` existed (engine version 1).
+    assert TrainConfig().hash == "4f0bb5c376aba6ed"
+    assert TrainConfig(mode="supervised", loss="supcon").hash == "593a359578f643e8"
+    binary = TrainConfig(mode="supervised", loss="sincere", classes=[6, 0])
+    assert binary.classes == (0, 6) and binary.hash == TrainConfig(mode="supervised", loss="sincere",
+                                                                   classes=(0, 6, 6)).hash
+    assert binary.hash != TrainConfig(mode="supervised", loss="sincere").hash
+    assert TrainConfig.from_dict(json.loads(json.dumps(binary.to_dict()))).hash == binary.hash
+    assert TrainConfig(mode="supervised", classes_per_batch=2).hash != TrainConfig(mode="supervised").hash
+    for kwargs, message in ((dict(classes=[3]), "at least 2"), (dict(classes="06"), "sequence"),
+                            (dict(classes=[0, -1]), "classes entry"),
+                            (dict(mode="supervised", classes_per_batch=1), "classes_per_batch"),
+                            (dict(classes_per_batch=2), "needs mode='supervised'")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**kwargs)
+
+
+def test_class_subset_and_classes_per_batch_are_part_of_the_run(tmp_path, data):
+    config = tiny(mode="supervised", loss="supcon", classes=(1, 3), batch_size=16, epochs=1)
+    run = train_or_load(config, tmp_path, device="cpu", data=data, progress=False)
+    assert run.metrics["eval_train_size"] == 64 and run.metrics["eval_test_size"] == 32
+    assert run.metrics["steps_per_epoch"] == 32 // 8
+    trainer = Trainer(tiny(mode="supervised", loss="supcon", batch_size=16, classes_per_batch=2), data,
+                      torch.device("cpu"))
+    for batch in trainer.epoch_batches(0):
+        assert sorted(torch.bincount(data.train_y[batch], minlength=4).tolist()) == [0, 0, 8, 8]
+
+
+def test_supervised_history_records_class_geometry(tmp_path, data):
+    run = train_or_load(tiny(mode="supervised", loss="sincere", batch_size=16, epochs=1), tmp_path,
+                        device="cpu", data=data, progress=False)
+    for record in run.history:
+        for key in ("nearest_same_sim", "nearest_other_sim", "separation", "knn1_acc", "knn5_acc",
+                    "linear_probe_acc"):
+            assert math.isfinite(record[key])
+        assert record["separation"] == pytest.approx(abs(record["nearest_same_sim"] - record["nearest_other_sim"]))
+        assert 0 <= record["knn1_acc"] <= 1
+    assert {"nearest_same_sim", "nearest_other_sim"} <= set(run.metrics)
+    simclr = train_or_load(tiny(epochs=1), tmp_path, device="cpu", data=data, progress=False)
+    assert "knn1_acc" not in simclr.history[-1]
