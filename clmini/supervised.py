@@ -1,0 +1,379 @@
+"""Supervised contrastive learning (SupCon vs SINCERE): repulsion statistics, the cross-entropy
+baseline, and comparisons with seed spread.
+
+Three things chapter 4 needs that are not losses or engine:
+
+* **Repulsion.** For anchor ``i`` and a same-class sample ``j``, ``g_ij = dL_i/ds_ij`` says what the
+  loss does to their similarity: ``g_ij > 0`` means the loss *falls* as ``s_ij`` falls, so a
+  gradient step pushes the two apart. :func:`anchor_gradients` takes ``g`` from the library's
+  losses by autograd; :func:`closed_form_gradients` writes the same entries from the symbolic
+  result (:func:`clmini.symbolic.same_class_gradients`): ``(1/tau)(q_ij - 1/|P|)`` for SupCon with
+  ``q`` the softmax over all other samples, ``-(1 - P^(j)_j)/(|P| tau)`` for SINCERE with
+  ``P^(j)`` the softmax over ``j`` and the negatives. :func:`repulsion_statistics` summarises
+  ``g`` over the same-class pairs of a batch; :func:`clustered_batch` and :func:`embedding_batches`
+  give batches of synthetic and of real embeddings.
+* **The cross-entropy baseline** "with the same encoder": the engine's network (encoder and
+  projection head) plus a linear classifier on the projection, trained by cross-entropy on the
+  same augmented two-view class-balanced batches, epochs and optimiser as a contrastive run, and
+  evaluated by the same code (:func:`cross_entropy_or_load`, cached like every run).
+* **Comparisons** (:func:`compare`): the difference of two groups of seeds and whether it exceeds
+  their spread, so a chapter's sentences say only what its numbers show.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clmini import runs
+from clmini.augment import AugmentConfig, augment
+from clmini.data import ImageData, class_balanced_batches, load_dataset
+from clmini.evaluate import autocast, encode, evaluate_representation
+from clmini.losses import ContrastiveLoss, Pairs, Scaled
+from clmini.train import (ENGINE_VERSION, Run, Trainer, TrainConfig, _resume, default_runs_dir,
+                          resolve_device)
+
+__all__ = [
+    "anchor_gradients", "closed_form_gradients", "repulsion_statistics", "clustered_batch",
+    "embedding_batches", "batch_repulsion", "positives_per_anchor",
+    "CROSS_ENTROPY_VERSION", "cross_entropy_config", "cross_entropy_hash", "CrossEntropyTrainer",
+    "cross_entropy_or_load", "load_cross_entropy_run", "Comparison", "compare",
+]
+
+
+# =========================================================================== repulsion
+def anchor_gradients(loss: ContrastiveLoss, sim: Tensor, labels: Tensor) -> Tensor:
+    """``G[i, j] = dL_i/ds_ij`` of the library ``loss`` at similarity matrix ``sim`` (autograd).
+
+    ``L_i`` is anchor ``i``'s loss (``reduction="none"``): it reads row ``i`` of ``sim`` only, so
+    the gradient of ``sum_i L_i`` with respect to entry ``(i, j)`` is ``dL_i/ds_ij``. Computed in
+    float64 on a copy of ``sim``; ``loss`` is used as given except for its reduction.
+    """
+    per_anchor = copy.copy(loss)  # the same loss with reduction="none"; ``loss`` is left alone
+    per_anchor.reduction = "none"
+    sim = sim.detach().double().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(per_anchor.from_similarity(sim, labels).sum(), sim)
+    return grad
+
+
+def closed_form_gradients(sim: Tensor, labels: Tensor, temperature: float, denominator: str) -> Tensor:
+    """The same-class entries of ``dL_i/ds_ij`` from the derived formulas (others are 0).
+
+    ``denominator="all"`` (SupCon): ``(1/tau)(q_ij - 1/|P(i)|)``, ``q_i`` the softmax of
+    ``s_i. / tau`` over all ``a != i``. ``"positive+negatives"`` (SINCERE):
+    ``-(1 - P^(j)_j)/(|P(i)| tau)``, ``P^(j)_j = e^{s_ij/tau} / (e^{s_ij/tau} + sum_n e^{s_in/tau})``.
+    These are :class:`clmini.symbolic.SameClassGradients`' ``supcon_anchor_form`` and
+    ``sincere_anchor_form`` for every anchor and positive of a batch at once.
+    """
+    sim = sim.detach().double()
+    pairs = Pairs.from_labels(labels.to(sim.device))
+    logits = sim / temperature
+    n_pos = pairs.n_positives.clamp(min=1).to(sim.dtype)[:, None]
+    if denominator == "all":
+        others = ~torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        q = torch.softmax(logits.masked_fill(~others, float("-inf")), dim=1)
+        grad = (q - 1 / n_pos) / temperature
+    elif denominator == "positive+negatives":
+        negatives = torch.logsumexp(logits.masked_fill(~pairs.negatives, float("-inf")), dim=1, keepdim=True)
+        own = torch.sigmoid(logits - negatives)  # e^a / (e^a + e^b) with b = log sum_n e^{l_n}
+        grad = -(1 - own) / (n_pos * temperature)
+    else:
+        raise ValueError(f"denominator must be 'all' or 'positive+negatives', got {denominator!r}")
+    return torch.where(pairs.positives, grad, 0.0)
+
+
+def repulsion_statistics(grad: Tensor, labels: Tensor) -> dict[str, float]:
+    """How much a loss pushes same-class samples apart, from ``G[i, j] = dL_i/ds_ij``.
+
+    Over the same-class pairs ``(i, j)``, ``j != i``: ``share`` of pairs with ``G > 0`` (a step
+    lowers ``s_ij``: repulsion); ``mean_repulsive`` the mean of ``G`` over those pairs (0 if none);
+    ``max_repulsive``; ``repulsive_mass`` the sum of the positive entries over the sum of all
+    absolute same-class entries (0: every same-class pair is pulled together; 0.5: as much push as
+    pull); ``mean_same_class`` the mean of ``G`` (negative: net attraction).
+    """
+    positives = Pairs.from_labels(labels.to(grad.device)).positives
+    g = grad[positives].double()
+    if g.numel() == 0:
+        raise ValueError("labels: the batch has no same-class pair")
+    push = g.clamp(min=0)
+    repulsive = g > 0
+    return {
+        "share": float(repulsive.double().mean()),
+        "mean_repulsive": float(g[repulsive].mean()) if bool(repulsive.any()) else 0.0,
+        "max_repulsive": float(push.max()),
+        "repulsive_mass": float(push.sum() / g.abs().sum().clamp(min=1e-300)),
+        "mean_same_class": float(g.mean()),
+    }
+
+
+def clustered_batch(per_class: int, n_classes: int, same_cos: float = 0.6, dim: int = 128,
+                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Unit embeddings ``[per_class * n_classes, dim]`` in ``n_classes`` clusters, and their labels.
+
+    Class centres are random unit vectors (nearly orthogonal in high ``dim``); a sample is
+    ``normalise(sqrt(c) centre + sqrt(1 - c) u)`` with ``u`` a random unit vector, so two samples
+    of one class have cosine about ``c = same_cos`` and of different classes about 0: the
+    geometry of a partly trained supervised embedding. Float64.
+    """
+    if not 0 <= same_cos < 1:
+        raise ValueError(f"same_cos must be in [0, 1), got {same_cos!r}")
+    if per_class < 1 or n_classes < 2:
+        raise ValueError(f"need per_class >= 1 and n_classes >= 2, got {per_class}, {n_classes}")
+    generator = generator or torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(n_classes, dim, generator=generator, dtype=torch.float64), dim=1)
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    noise = F.normalize(torch.randn(labels.numel(), dim, generator=generator, dtype=torch.float64), dim=1)
+    z = F.normalize(math.sqrt(same_cos) * centres[labels] + math.sqrt(1 - same_cos) * noise, dim=1)
+    return z, labels
+
+
+def positives_per_anchor(batch_size: int, n_classes: int, classes_per_batch: int | None = None,
+                         views: int = 2) -> int:
+    """``|P(i)|`` in the engine's class-balanced two-view batches: ``views * (batch_size // M) - 1``."""
+    m = n_classes if classes_per_batch is None else classes_per_batch
+    return views * (batch_size // m) - 1
+
+
+@torch.no_grad()
+def embedding_batches(model: nn.Module, data: ImageData, batch_size: int, classes_per_batch: int | None = None,
+                      n_batches: int = 4, seed: int = 0, augment_config: AugmentConfig | None = None,
+                      split: str = "test") -> list[tuple[Tensor, Tensor]]:
+    """Projections ``z`` and labels of ``n_batches`` training-like batches of real images.
+
+    Batches are drawn from ``split`` as the engine draws them (class-balanced,
+    ``classes_per_batch`` classes, two augmented views per image, labels = classes), with fixed
+    seeds, so every model is measured on the same views.
+    """
+    images = getattr(data, f"{split}_x")
+    labels_all = getattr(data, f"{split}_y")
+    generator = torch.Generator().manual_seed(seed)
+    index = class_balanced_batches(labels_all, batch_size, generator, classes_per_batch)[:n_batches]
+    config = augment_config or AugmentConfig()
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for batch in index.to(images.device):
+            x = images[batch]
+            views = augment(torch.cat([x, x]), generator, config)
+            with autocast(images.device):
+                z = model(views).float()
+            out.append((z, torch.cat([labels_all[batch]] * 2)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def batch_repulsion(loss: ContrastiveLoss, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[str, float]:
+    """:func:`repulsion_statistics` of ``loss`` averaged over batches ``(z, labels)`` (z normalised here)."""
+    rows = []
+    for z, labels in batches:
+        z = F.normalize(z.double(), dim=1)
+        rows.append(repulsion_statistics(anchor_gradients(loss, z @ z.T, labels), labels))
+    if not rows:
+        raise ValueError("batches: need at least one batch")
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+
+
+# =========================================================================== cross-entropy baseline
+#: Part of every cross-entropy run's hash; bump when what such a run computes changes.
+CROSS_ENTROPY_VERSION = 1
+
+
+def cross_entropy_config(base: TrainConfig) -> TrainConfig:
+    """``base`` for a cross-entropy run: same data, model, batches and optimisation.
+
+    The loss fields do not enter a cross-entropy run, so they are fixed (every contrastive
+    variant of one base shares one baseline), and the mode is ``supervised``.
+    """
+    return dataclasses.replace(base, loss="infonce", loss_args={"temperature": 0.1}, mode="supervised")
+
+
+def cross_entropy_hash(config: TrainConfig) -> str:
+    """The run-cache key of a cross-entropy run (never equal to a contrastive run's)."""
+    return runs.config_hash({"objective": "cross-entropy", "version": CROSS_ENTROPY_VERSION,
+                             "engine_version": ENGINE_VERSION, "config": config.to_dict()})
+
+
+class CrossEntropyTrainer(Trainer):
+    """The engine's :class:`~clmini.train.Trainer` with a linear classifier on the projection
+    ``z`` and cross-entropy instead of a contrastive loss; batches, views, schedule, monitoring
+    and checkpoints are the engine's."""
+
+    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
+        super().__init__(config, data, device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.classifier = nn.Linear(config.proj_dim, self.data.n_classes).to(device)
+        self.optimizer.add_param_group({"params": list(self.classifier.parameters())})
+
+    def train_step(self, index: Tensor, generator: torch.Generator, lr: float) -> None:
+        images = self.train_data.train_x[index]
+        views = augment(torch.cat([images, images]), generator, self.config.augment)
+        labels = self.batch_labels(index)
+        with autocast(self.device):
+            z = self.model(views)
+            logits = self.classifier(z)
+        loss = F.cross_entropy(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"cross-entropy is {loss.item()} at epoch {self.epoch + 1}, "
+                                     f"step {self.step}: lower lr (now {lr:g})")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.sums += self.step_statistics(loss.detach(), z.detach().float(), labels)
+
+    @torch.no_grad()
+    def classifier_accuracy(self) -> float:
+        """Test accuracy of the network's own classifier (argmax of its logits)."""
+        _, z = encode(self.model, self.data.test_x)
+        was_training = self.classifier.training
+        self.classifier.eval()
+        correct = (self.classifier(z).argmax(1) == self.data.test_y).float().mean()
+        self.classifier.train(was_training)
+        return float(correct)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "config_hash": cross_entropy_hash(self.config),
+                "classifier": self.classifier.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("config_hash") != cross_entropy_hash(self.config):
+            raise runs.CorruptRun(f"checkpoint belongs to run {state.get('config_hash')}, "
+                                  f"not {cross_entropy_hash(self.config)}")
+        # The engine's loader checks the contrastive hash: give it the one it expects.
+        super().load_state_dict({**state, "config_hash": self.config.hash})
+        self.classifier.load_state_dict(state["classifier"])
+
+
+def load_cross_entropy_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
+    """A complete cross-entropy run; :class:`clmini.runs.CorruptRun` if partial or damaged."""
+    run_dir = Path(run_dir)
+    metrics = runs.verify_complete(run_dir, expected_hash)
+    config = TrainConfig.from_dict(runs.read_json(run_dir / runs.CONFIG)["config"])
+    if cross_entropy_hash(config) != metrics["config_hash"]:
+        raise runs.CorruptRun(f"{run_dir}: config.json does not hash to {metrics['config_hash']}")
+    return Run(run_dir, config, runs.read_json(run_dir / runs.HISTORY), metrics)
+
+
+def cross_entropy_or_load(base: TrainConfig, runs_dir: str | Path | None = None, *,
+                          device: str | torch.device = "auto", data: ImageData | None = None,
+                          root: str | Path | None = None, progress: bool = True,
+                          checkpoint_every: float = 60.0) -> Run:
+    """The cross-entropy run for ``base`` (see :func:`cross_entropy_config`): loaded if complete,
+    trained (resuming a partial one) otherwise, in ``<runs_dir>/<cross_entropy_hash>/``.
+
+    Its metrics are the engine's final evaluation (kNN and linear probe on the encoder
+    features ``h``, geometry of the projections ``z``) plus ``classifier_acc``, the test accuracy
+    of the network's own classifier.
+    """
+    config = cross_entropy_config(base)
+    key = cross_entropy_hash(config)
+    run_dir = Path(runs_dir or default_runs_dir()) / key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.locked(run_dir):
+        try:
+            return load_cross_entropy_run(run_dir, key)
+        except runs.CorruptRun as err:
+            if (run_dir / runs.METRICS).exists():
+                runs.discard(run_dir, (runs.METRICS, runs.WEIGHTS, runs.HISTORY), str(err))
+        device = resolve_device(device)
+        runs.atomic_write_json(run_dir / runs.CONFIG, {"hash": key, "objective": "cross-entropy",
+                                                       "engine_version": ENGINE_VERSION,
+                                                       "config": config.to_dict()})
+        if data is None:
+            data = load_dataset(config.dataset, root, device=device)
+        elif data.name != config.dataset:
+            raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
+        trainer = CrossEntropyTrainer(config, data.to(device), device)
+        _resume(trainer, run_dir)
+        trainer.fit(lambda: runs.atomic_torch_save(run_dir / runs.CHECKPOINT, trainer.state_dict()),
+                    runs.periodic(checkpoint_every, time.monotonic), progress)
+        start = time.perf_counter()
+        metrics = evaluate_representation(
+            trainer.model, trainer.data, knn_k=config.knn_k, eval_train_size=config.eval_train_size,
+            probe_iters=config.probe_iters, augment_config=config.augment)
+        metrics["classifier_acc"] = trainer.classifier_accuracy()
+        runs.atomic_torch_save(run_dir / runs.WEIGHTS, trainer.model.state_dict())
+        runs.atomic_write_json(run_dir / runs.HISTORY, trainer.history)
+        metrics.update(
+            config_hash=key, engine_version=ENGINE_VERSION, objective="cross-entropy",
+            final_loss=trainer.history[-1].get("loss"), epochs_trained=trainer.epoch,
+            steps_per_epoch=trainer.steps_per_epoch, device=str(device),
+            device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            torch_version=torch.__version__, train_seconds=trainer.train_seconds,
+            eval_seconds=time.perf_counter() - start, sha256=runs.digests(run_dir))
+        runs.atomic_write_json(run_dir / runs.METRICS, metrics)
+        (run_dir / runs.CHECKPOINT).unlink(missing_ok=True)
+    return load_cross_entropy_run(run_dir, key)
+
+
+# =========================================================================== comparisons
+@dataclass(frozen=True)
+class Comparison:
+    """Group ``a`` minus group ``b`` of one metric over seeds.
+
+    ``spread`` is the standard error of the difference of means,
+    ``sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` (NaN with fewer than two seeds in a group). The
+    difference is ``clear`` when both groups have at least two seeds and ``|diff| > 2 spread``
+    (about a 95 % two-sided criterion); otherwise nothing is claimed.
+    """
+
+    mean_a: float
+    mean_b: float
+    sd_a: float
+    sd_b: float
+    n_a: int
+    n_b: int
+
+    @property
+    def diff(self) -> float:
+        return self.mean_a - self.mean_b
+
+    @property
+    def spread(self) -> float:
+        if min(self.n_a, self.n_b) < 2:
+            return math.nan
+        return math.sqrt(self.sd_a ** 2 / self.n_a + self.sd_b ** 2 / self.n_b)
+
+    @property
+    def enough_seeds(self) -> bool:
+        return min(self.n_a, self.n_b) >= 2
+
+    @property
+    def clear(self) -> bool:
+        return self.enough_seeds and abs(self.diff) > 2 * self.spread
+
+    def verdict(self, higher: str, lower: str, unclear: str, single: str) -> str:
+        """One of four phrases: ``a`` clearly higher / lower, unclear within the spread, or too
+        few seeds to say."""
+        if not self.enough_seeds:
+            return single
+        if not self.clear:
+            return unclear
+        return higher if self.diff > 0 else lower
+
+
+def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
+    """:class:`Comparison` of two samples (e.g. one metric of SINCERE's and SupCon's seeds)."""
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if not a or not b:
+        raise ValueError("compare: both groups need at least one value")
+
+    def sd(x):
+        if len(x) < 2:
+            return math.nan
+        m = sum(x) / len(x)
+        return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
+
+    return Comparison(sum(a) / len(a), sum(b) / len(b), sd(a), sd(b), len(a), len(b))
