@@ -113,14 +113,16 @@ class TrainConfig:
     mode: str = "simclr"
     classes_per_batch: int | None = None  # supervised: classes in each batch (None: all of them)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # optimisation
+    # optimisation (SGD with momentum, lr 0.3, weight decay 5e-4, warm-up 0.5 epochs reaches a
+    # better probe than these Adam defaults in the quick regime; the defaults stay as they are
+    # because cached runs and chapter configs are keyed on them)
     epochs: int = 10
     batch_size: int = 256            # images per batch (two views each)
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9            # sgd only
     weight_decay: float = 1e-6
-    warmup_epochs: float = 0.0       # linear warm-up, then cosine decay to 0
+    warmup_epochs: float = 0.0       # linear warm-up (cut short if the run is shorter), then cosine to 0
     seed: int = 0
     # evaluation
     knn_k: int = 200
@@ -163,8 +165,7 @@ class TrainConfig:
         canon("lr", _check_number("lr", self.lr, 0, low_open=True))
         canon("momentum", _check_number("momentum", self.momentum, 0, 1))
         canon("weight_decay", _check_number("weight_decay", self.weight_decay, 0))
-        canon("warmup_epochs", _check_number("warmup_epochs", self.warmup_epochs, 0, self.epochs,
-                                             high_open=False))
+        canon("warmup_epochs", _check_number("warmup_epochs", self.warmup_epochs, 0))
         if isinstance(self.augment, dict):
             canon("augment", AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
                                               for k, v in self.augment.items()}))
@@ -217,9 +218,9 @@ def derived_seed(*parts: int) -> int:
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 at the last step."""
+    """Linear warm-up over ``warmup_epochs`` (at most the whole run), then cosine decay to 0."""
     total = config.epochs * steps_per_epoch
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)

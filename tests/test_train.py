@@ -82,7 +82,7 @@ def test_hash_depends_on_engine_version(monkeypatch):
     (dict(loss="hard", loss_args={"temperature": 0.5}), "exactly one of k"),
     (dict(loss_args={"temperature": -1.0}), "temperature must be"),
     (dict(mode="semi"), "mode must be one of"),
-    (dict(epochs=2, warmup_epochs=3), "warmup_epochs"),
+    (dict(warmup_epochs=-1), "warmup_epochs"),
     (dict(n_train=True), "n_train must be an integer"),
 ])
 def test_bad_configs_are_rejected(kwargs, message):
@@ -99,6 +99,8 @@ def test_learning_rate_schedule():
     assert lrs[10] == pytest.approx(1.0)  # cosine from the peak ...
     assert lrs[10 + 15] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 30)))  # ... half-way
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01
+    short = TrainConfig(lr=1.0, epochs=1, warmup_epochs=2)  # warm-up longer than the run: all warm-up
+    assert [learning_rate(short, s, 4) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
 
 
 # -- the loop ----------------------------------------------------------------------------------
