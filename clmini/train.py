@@ -295,9 +295,7 @@ class Trainer:
         images = self.train_data.train_x[index]
         views = augment(torch.cat([images, images]), generator, self.config.augment)
         labels = self.batch_labels(index)
-        with autocast(self.device):
-            z = self.model(views)
-        loss = self.loss_fn(z.float(), labels)  # the loss runs in float32 whatever autocast did
+        loss, z = self.objective(views, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step}: lower lr "
@@ -308,6 +306,13 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.sums += self.step_statistics(loss.detach(), z.detach().float(), labels)
+
+    def objective(self, views: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss of a batch of views and their projections ``z`` (a subclass may train
+        another objective through the same loop, e.g. a cross-entropy baseline)."""
+        with autocast(self.device):
+            z = self.model(views)
+        return self.loss_fn(z.float(), labels), z  # the loss runs in float32 whatever autocast did
 
     def step_statistics(self, loss: Tensor, z: Tensor, labels: Tensor) -> Tensor:
         """Loss, mean positive/negative similarity and (DySTreSS) mean temperatures of a batch."""
