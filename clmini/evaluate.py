@@ -237,16 +237,18 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     random-init baseline) is measured on the same images.
     """
     from clmini.augment import AugmentConfig, augment
+    from clmini.data import stratified_indices
     from clmini.losses import two_views
 
     whole = eval_train_size is None or eval_train_size >= data.train_y.numel()
     bank = data if whole else data.subset(n_train=eval_train_size, seed=0)
     train_h, train_z = encode(model, bank.train_x)
     test_h, test_z = encode(model, data.test_x)
-    pairs = data.subset(n_test=min(n_pairs, data.test_y.numel()), seed=0)
+    # The same images as data.subset(n_test=n_pairs, seed=0), whose test split is drawn with seed 1.
+    pick = stratified_indices(data.test_y, min(n_pairs, data.test_y.numel()), seed=1).to(data.device)
     generator = torch.Generator().manual_seed(0)
     config = augment_config or AugmentConfig()
-    views = [augment(pairs.test_x, generator, config) for _ in range(2)]
+    views = [augment(data.test_x[pick], generator, config) for _ in range(2)]
     was_training = model.training
     model.eval()
     with torch.no_grad(), autocast(data.device):
@@ -254,7 +256,6 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     model.train(was_training)
     z, ids = two_views(z1, z2)
     positive, negative = mean_pair_similarity(z, ids)
-    _, pairs_z = encode(model, pairs.test_x)
     nearest_same, nearest_other = _nearest_class_medians(train_z, bank.train_y, test_z, data.test_y)
     return {
         "knn_acc": knn_accuracy(train_h, bank.train_y, test_h, data.test_y, k=min(knn_k, len(bank.train_y))),
@@ -269,7 +270,7 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
         "pos_sim": positive,
         "neg_sim": negative,
         "histograms": {"views": similarity_histograms(z, ids),
-                       "classes": similarity_histograms(pairs_z, pairs.test_y)},
+                       "classes": similarity_histograms(test_z[pick], data.test_y[pick])},
         "eval_train_size": len(bank.train_y),
         "eval_test_size": len(data.test_y),
     }
