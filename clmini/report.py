@@ -1,0 +1,167 @@
+"""What a chapter's prose says about its results, computed: trends, peaks, margins, summary tables.
+
+A chapter never types a conclusion: it glues the output of these functions, so the rendered text
+says what *this* run shows under any profile. :func:`trend`, :func:`peak` and :func:`compare`
+return a small dataclass with the numbers behind the claim and a ``text`` fragment meant to sit
+inside a sentence ("as τ grows, uniformity {glue:text}`…`"); :func:`wide_table` lays runs out one
+column per configuration, like a paper's results table, with mean ± std over seeds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def mean_std(values: Sequence[float], digits: int = 3, scale: float = 1.0) -> str:
+    """``"0.812 ± 0.004"`` over seeds (ddof = 1); just ``"0.812"`` for one value."""
+    values = np.asarray(values, dtype=float) * scale
+    if values.size == 0:
+        raise ValueError("values: need at least one value")
+    if values.size == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+@dataclass(frozen=True)
+class Trend:
+    """How ``y`` moves as ``x`` grows, with a tolerance for changes too small to count.
+
+    ``direction``: ``"rises"``, ``"falls"`` or ``"flat"`` (first to last point, ``|change| <= tol``);
+    ``monotone``: every consecutive step goes that way (or stays within ``tol``);
+    ``change = y_last - y_first``; ``span = max(y) - min(y)``.
+    """
+
+    direction: str
+    monotone: bool
+    change: float
+    span: float
+    text: str
+
+
+def trend(x: Sequence[float], y: Sequence[float], tol: float = 0.0) -> Trend:
+    """The trend of ``y`` against ``x`` (sorted by ``x``); ``tol``: steps this small count as flat."""
+    order = np.argsort(np.asarray(x, dtype=float))
+    y = np.asarray(y, dtype=float)[order]
+    if y.size < 2:
+        return Trend("flat", True, 0.0, 0.0, "cannot show a trend with a single point")
+    change, span = float(y[-1] - y[0]), float(y.max() - y.min())
+    steps = np.diff(y)
+    if abs(change) <= tol:
+        direction, monotone = "flat", bool(np.all(np.abs(steps) <= tol))
+    else:
+        sign = math.copysign(1.0, change)
+        direction, monotone = ("rises" if sign > 0 else "falls"), bool(np.all(sign * steps >= -tol))
+    if direction == "flat":
+        text = ("stays flat" if monotone else "moves up and down but ends where it started") + \
+            f" (range {span:.3g})"
+    elif monotone:
+        text = f"{direction} monotonically (by {abs(change):.3g} over the grid)"
+    else:
+        text = f"{direction} overall (by {abs(change):.3g}) but not monotonically"
+    return Trend(direction, monotone, change, span, text)
+
+
+@dataclass(frozen=True)
+class Peak:
+    """Where ``y`` is largest on a grid of ``x``: inside (a reverse U) or at an end."""
+
+    x: float
+    y: float
+    interior: bool
+    text: str
+
+
+def peak(x: Sequence[float], y: Sequence[float], name: str = "τ") -> Peak:
+    """The grid point with the largest ``y`` and whether it lies strictly inside the grid."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    i = int(np.argmax(y))
+    interior = bool(x.min() < x[i] < x.max())
+    if x.size < 3:
+        where = "the grid has too few points to show a reverse U"
+    elif interior:
+        where = "inside the grid, a reverse U"
+    else:
+        where = f"at the {'smallest' if x[i] == x.min() else 'largest'} {name} of the grid, not a reverse U"
+    return Peak(float(x[i]), float(y[i]), interior, f"{name} = {x[i]:g} ({where})")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``a - b`` against a margin and the seed spread: does ``a`` beat ``b``?"""
+
+    difference: float
+    spread: float
+    margin: float
+    beats: bool
+    text: str
+
+
+def compare(a: float, b: float, *, spread: float = 0.0, margin: float = 0.0, what: str = "",
+            digits: int = 3) -> Comparison:
+    """``a`` against ``b``: is the difference larger than both ``margin`` and ``spread`` (e.g. 2 seed stds)?
+
+    ``beats``: ``a`` exceeds ``b`` by more than that threshold. ``text`` reads "is higher by 0.031,
+    more than the threshold of 0.010" or "is lower by 0.004, within the threshold of 0.010: not a
+    clear difference". ``spread`` NaN (one seed) counts as 0.
+    """
+    spread = 0.0 if spread is None or math.isnan(spread) else float(spread)
+    difference = float(a - b)
+    threshold = max(margin, spread)
+    beats = difference > threshold
+    word = "higher" if difference > 0 else "lower"
+    size = f"{word} by {abs(difference):.{digits}f}{' ' + what if what else ''}"
+    if abs(difference) > threshold:
+        text = f"is {size}, more than the threshold of {threshold:.{digits}f}"
+    else:
+        text = f"is {size}, within the threshold of {threshold:.{digits}f}: not a clear difference"
+    return Comparison(difference, spread, margin, beats, text)
+
+
+def compare_runs(a: Sequence[float], b: Sequence[float], *, margin: float = 0.0, what: str = "",
+                 digits: int = 3) -> Comparison:
+    """:func:`compare` of two groups of seeds: their means, against ``margin`` and twice the larger
+    seed standard deviation (unknown, so 0, with one seed per group)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    stds = [x.std(ddof=1) for x in (a, b) if x.size > 1]
+    spread = 2 * max(stds) if stds else math.nan
+    return compare(float(a.mean()), float(b.mean()), spread=spread, margin=margin, what=what, digits=digits)
+
+
+def agreement(trends: dict[str, Trend], expected: dict[str, str], context: str = "the paper reports") -> str:
+    """A sentence saying which trends go the ``expected`` way (``"rises"``/``"falls"``), and whether monotonically.
+
+    E.g. ``agreement({"uniformity": t1, "tolerance": t2}, {"uniformity": "falls", "tolerance": "rises"})``.
+    """
+    agree = [name for name in expected if trends[name].direction == expected[name]]
+    claim = " and ".join(f"{name} {expected[name]}" for name in expected)
+    if len(agree) == len(expected):
+        steady = all(trends[name].monotone for name in expected)
+        return (f"This is what {context} ({claim})" + ("." if steady else
+                ", though not at every step of the grid."))
+    if agree:
+        return f"Only {' and '.join(agree)} goes the way {context} ({claim})."
+    return f"Neither goes the way {context} ({claim})."
+
+
+def wide_table(table: pd.DataFrame, column: str, rows: dict[str, str], *, order: Sequence[str] | None = None,
+               scale: dict[str, float] | None = None, digits: int | dict[str, int] = 3) -> pd.DataFrame:
+    """One row per metric, one column per value of ``table[column]`` (e.g. a configuration label).
+
+    ``rows``: metric column -> row title. Each cell is :func:`mean_std` over the runs (seeds) of
+    that column (``"0.812 ± 0.004"``, or ``"0.812"`` for a single seed); ``scale`` multiplies a
+    metric first (100 for percentages); ``digits``: one number, or per metric (default 3).
+    ``order``: the columns' order (default: first appearance).
+    """
+    scale = scale or {}
+    places = digits if isinstance(digits, dict) else {}
+    default = 3 if isinstance(digits, dict) else digits
+    order = list(order) if order is not None else list(dict.fromkeys(table[column]))
+    cells = {name: {title: mean_std(table.loc[table[column] == name, metric], places.get(metric, default),
+                                    scale.get(metric, 1.0))
+                    for metric, title in rows.items()}
+             for name in order}
+    return pd.DataFrame(cells, columns=order).loc[list(rows.values())]
