@@ -27,13 +27,19 @@ def test_trend_direction_and_monotonicity(y, direction, monotone):
     result = report.trend([0.1, 0.5, 1.0], y)
     assert (result.direction, result.monotone) == (direction, monotone)
     assert result.span == max(y) - min(y)
-    assert ("not monotonically" in result.text) == (direction != "flat" and not monotone)
+    assert ("not monotone" in result.text) == (not monotone)
 
 
 def test_trend_sorts_by_x_and_tolerates_small_steps():
     assert report.trend([1.0, 0.1, 0.5], [1.0, 3.0, 2.0]).direction == "falls"
     assert report.trend([0.1, 0.5, 1.0], [3.0, 3.001, 1.0], tol=0.01).monotone
     assert report.trend([0.1], [1.0]).text.startswith("cannot")
+
+
+def test_trend_text_names_the_extremes_when_not_monotone():
+    text = report.trend([0.05, 0.2, 1.0], [2.41, 2.95, 2.38]).text
+    assert text == "is not monotone: highest at τ = 0.2, lowest at τ = 1; from τ = 0.05 to τ = 1 it falls by 0.03 overall"
+    assert report.trend([0.1, 1.0], [3.0, 2.0]).text == "falls monotonically, by 1 from τ = 0.1 to τ = 1"
 
 
 def test_peak_interior_or_at_an_end():
@@ -64,7 +70,7 @@ def test_agreement_sentences():
     wobbly = report.trend([1, 2, 3], [3, 3.5, 1])
     expected = {"uniformity": "falls", "tolerance": "rises"}
     assert report.agreement({"uniformity": falls, "tolerance": rises}, expected).endswith("rises).")
-    assert "not at every step" in report.agreement({"uniformity": wobbly, "tolerance": rises}, expected)
+    assert "uniformity is not monotone" in report.agreement({"uniformity": wobbly, "tolerance": rises}, expected)
     assert report.agreement({"uniformity": rises, "tolerance": rises}, expected).startswith("Only tolerance")
     assert report.agreement({"uniformity": rises, "tolerance": falls}, expected).startswith("Neither")
 
