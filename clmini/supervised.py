@@ -215,23 +215,13 @@ class CrossEntropyTrainer(Trainer):
             self.classifier = nn.Linear(config.proj_dim, self.data.n_classes).to(device)
         self.optimizer.add_param_group({"params": list(self.classifier.parameters())})
 
-    def train_step(self, index: Tensor, generator: torch.Generator, lr: float) -> None:
-        images = self.train_data.train_x[index]
-        views = augment(torch.cat([images, images]), generator, self.config.augment)
-        labels = self.batch_labels(index)
+    def objective(self, views: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy of the classifier on the projections of the views (the engine's loop
+        does the rest: the same batches, views, schedule and statistics as a contrastive run)."""
         with autocast(self.device):
             z = self.model(views)
             logits = self.classifier(z)
-        loss = F.cross_entropy(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"cross-entropy is {loss.item()} at epoch {self.epoch + 1}, "
-                                     f"step {self.step}: lower lr (now {lr:g})")
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.sums += self.step_statistics(loss.detach(), z.detach().float(), labels)
+        return F.cross_entropy(logits.float(), labels), z
 
     @torch.no_grad()
     def classifier_accuracy(self) -> float:
