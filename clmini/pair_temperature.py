@@ -17,6 +17,7 @@ what chapter 3 needs around it:
 """
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass
 from typing import Mapping
@@ -33,7 +34,7 @@ from clmini.losses import ContrastiveLoss, CosineTemperature, LogitMap, Pairs, R
 
 __all__ = ["PrecomputedLogits", "NegativesOnlyDySTreSS", "negatives_only_anchor_loss",
            "applied_temperatures", "temperature_histograms",
-           "DystressPenalty", "relative_penalty", "penalty_density"]
+           "DystressPenalty", "relative_penalty", "penalty_density", "intervals"]
 
 
 # --------------------------------------------------------------------------- the ablation loss
@@ -87,23 +88,23 @@ def negatives_only_anchor_loss(n_neg: int = 3) -> tuple[sp.Expr, tuple[sp.Symbol
 # --------------------------------------------------------------------------- applied temperatures
 @torch.no_grad()
 def applied_temperatures(model: nn.Module, images: Tensor, logit_map: CosineTemperature, seed: int = 0,
-                         augment_config: AugmentConfig | None = None) -> dict[str, Tensor]:
+                         augment_config: AugmentConfig | None = None, training: bool = True) -> dict[str, Tensor]:
     """The temperatures ``tau(s)`` of every pair of one SimCLR batch, positives and negatives apart.
 
     ``images`` (uint8, ``[B, C, H, W]``) are augmented twice as the engine does (one generator
-    seeded by ``seed`` for the ``2B`` views), embedded by ``model`` in eval mode, and the pairs of
-    the ``2B x 2B`` similarity matrix get ``logit_map.temperature``. Returns ``positive`` (``2B``
-    values) and ``negative`` (``2B (2B - 2)``), each a 1-D CPU tensor.
+    seeded by ``seed`` for the ``2B`` views), embedded by ``model``, and the pairs of the
+    ``2B x 2B`` similarity matrix get ``logit_map.temperature``. ``training=True`` embeds them as
+    a training step does (batch-norm layers normalise with the batch's own statistics; a copy of
+    the model is used, so its running statistics are left alone): the temperatures the loss
+    would apply to this batch. ``training=False`` uses evaluation mode. Returns ``positive``
+    (``2B`` values) and ``negative`` (``2B (2B - 2)``), each a 1-D CPU tensor.
     """
     if not isinstance(logit_map, CosineTemperature):
         raise ValueError(f"logit_map must be a CosineTemperature, got {type(logit_map).__name__}")
     generator = torch.Generator().manual_seed(seed)
     views = augment(torch.cat([images, images]), generator, augment_config or AugmentConfig())
-    was_training = model.training
-    model.eval()
-    z = model(views).float()
-    model.train(was_training)
-    z1, z2 = z.chunk(2)
+    net = copy.deepcopy(model).train(training)
+    z1, z2 = net(views).float().chunk(2)
     z, labels = two_views(z1, z2)
     z = F.normalize(z, dim=1)
     tau = logit_map.temperature(z @ z.T).cpu()
@@ -166,3 +167,14 @@ def penalty_density(s: np.ndarray, tau: np.ndarray) -> np.ndarray:
     log_w = s / tau - np.log(tau)
     w = np.exp(log_w - log_w.max())
     return w / np.trapezoid(w, s)
+
+
+def intervals(x: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
+    """The maximal runs of ``True`` in ``mask`` over the sorted grid ``x``, as ``(first, last)`` grid values
+    (e.g. where one penalty density exceeds another)."""
+    x, mask = np.asarray(x, dtype=float), np.asarray(mask, dtype=bool)
+    if x.shape != mask.shape or x.ndim != 1:
+        raise ValueError(f"x and mask must be 1-D of the same length, got {x.shape} and {mask.shape}")
+    padded = np.concatenate([[False], mask, [False]]).astype(int)
+    starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1) - 1
+    return [(float(x[a]), float(x[b])) for a, b in zip(starts, ends)]

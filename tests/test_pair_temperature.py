@@ -78,8 +78,12 @@ def test_applied_temperatures_counts_range_and_repeatability():
     assert taus["positive"].shape == (20,) and taus["negative"].shape == (20 * 18,)
     for values in taus.values():
         assert values.min() >= 0.07 - 1e-7 and values.max() <= 0.2 + 1e-7
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     again = applied_temperatures(model, data.train_x[:10], cosine, seed=3)
     assert torch.equal(again["negative"], taus["negative"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # running stats untouched
+    evaluated = applied_temperatures(model, data.train_x[:10], cosine, seed=3, training=False)
+    assert not torch.equal(evaluated["negative"], taus["negative"])  # batch statistics vs running ones
     hist = temperature_histograms(taus, 0.07, 0.2, bins=13)
     width = (0.2 - 0.07) / 13
     assert len(hist["edges"]) == 14
@@ -104,3 +108,12 @@ def test_penalty_density_integrates_to_one_and_reduces_to_eq5():
     dyn = penalty_density(s, tau)
     assert np.trapezoid(dyn, s) == pytest.approx(1.0)
     assert dyn[-1] / dyn[1000] == pytest.approx(np.exp(1 / 0.2) * 0.07 / 0.2)
+
+
+def test_intervals():
+    from clmini.pair_temperature import intervals
+    x = np.arange(8.0)
+    assert intervals(x, [1, 1, 0, 0, 1, 0, 1, 1]) == [(0.0, 1.0), (4.0, 4.0), (6.0, 7.0)]
+    assert intervals(x, np.zeros(8)) == []
+    with pytest.raises(ValueError):
+        intervals(x, [True])
