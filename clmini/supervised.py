@@ -43,9 +43,10 @@ from clmini.train import (ENGINE_VERSION, Run, Trainer, TrainConfig, _resume, de
 
 __all__ = [
     "anchor_gradients", "closed_form_gradients", "repulsion_statistics", "clustered_batch",
-    "embedding_batches", "batch_repulsion", "positives_per_anchor",
+    "embedding_batches", "batch_repulsion", "positives_per_anchor", "sincere_bound_value",
     "CROSS_ENTROPY_VERSION", "cross_entropy_config", "cross_entropy_hash", "CrossEntropyTrainer",
-    "cross_entropy_or_load", "load_cross_entropy_run", "Comparison", "compare",
+    "cross_entropy_or_load", "load_cross_entropy_run", "is_cross_entropy", "run_label",
+    "Comparison", "compare", "trajectory",
 ]
 
 
@@ -183,6 +184,26 @@ def batch_repulsion(loss: ContrastiveLoss, batches: Iterable[tuple[Tensor, Tenso
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
 
 
+def sincere_bound_value(batches: Iterable[tuple[Tensor, Tensor]], temperature: float) -> float:
+    """Mean over anchors (with a positive) of ``log(|N_i| + 1) - L_SINCERE,i`` in nats.
+
+    The per-sample quantity the SINCERE authors' code reports as the value of their bound
+    (:func:`clmini.symbolic.sincere_bound`); at most ``log(|N_i| + 1)``, reached only at loss 0.
+    """
+    from clmini.losses import SINCERE
+
+    loss = SINCERE(temperature, reduction="none")
+    values = []
+    for z, labels in batches:
+        pairs = Pairs.from_labels(labels)
+        per_anchor = loss(z.float(), labels)
+        has_positive = pairs.n_positives > 0
+        values.append((torch.log(pairs.n_negatives.double() + 1) - per_anchor.double())[has_positive])
+    if not values:
+        raise ValueError("batches: need at least one batch")
+    return float(torch.cat(values).mean())
+
+
 # =========================================================================== cross-entropy baseline
 #: Part of every cross-entropy run's hash; bump when what such a run computes changes.
 CROSS_ENTROPY_VERSION = 1
@@ -308,6 +329,24 @@ def cross_entropy_or_load(base: TrainConfig, runs_dir: str | Path | None = None,
     return load_cross_entropy_run(run_dir, key)
 
 
+def is_cross_entropy(run: Run) -> bool:
+    """Whether ``run`` came from :func:`cross_entropy_or_load`."""
+    return run.metrics.get("objective") == "cross-entropy"
+
+
+def run_label(run: Run) -> str:
+    """``"SupCon τ=0.1"``, ``"SINCERE τ=0.05"``, ``"cross-entropy"``, ``"random init"``, ...:
+    the name of a run in the chapter's tables and legends."""
+    if is_cross_entropy(run):
+        return "cross-entropy"
+    if run.config.epochs == 0:
+        return "random init"
+    names = {"supcon": "SupCon", "sincere": "SINCERE", "infonce": "InfoNCE"}
+    name = names.get(run.config.loss, run.config.loss)
+    args = run.config.loss_args
+    return f"{name} τ={args['temperature']:g}" if "temperature" in args else name
+
+
 # =========================================================================== comparisons
 @dataclass(frozen=True)
 class Comparison:
@@ -367,3 +406,25 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
         return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
 
     return Comparison(sum(a) / len(a), sum(b) / len(b), sd(a), sd(b), len(a), len(b))
+
+
+# =========================================================================== figures
+def trajectory(history, metric: str, *, ax=None, label_column: str = "label", ylabel: str | None = None,
+               labels: Sequence[str] | None = None, **style):
+    """Per-epoch ``metric`` of each label in a long history table (one row per run and epoch, a
+    ``seed`` column): the mean over seeds as a line, one standard deviation as error bars (none
+    with a single seed). ``labels`` picks and orders the curves."""
+    import matplotlib.pyplot as plt
+
+    ax = ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
+    names = list(labels) if labels is not None else list(dict.fromkeys(history[label_column]))
+    for name in names:
+        frame = history[history[label_column] == name].dropna(subset=[metric])
+        stats = frame.groupby("epoch")[metric].agg(["mean", "std", "count"])
+        err = stats["std"].where(stats["count"] > 1)
+        ax.errorbar(stats.index, stats["mean"], yerr=None if err.isna().all() else err.fillna(0),
+                    marker=".", capsize=2, label=name, **style)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or metric)
+    ax.grid(alpha=0.3)
+    return ax

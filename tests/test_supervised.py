@@ -12,7 +12,7 @@ from clmini.models import build_model
 from clmini.supervised import (Trainer, anchor_gradients, batch_repulsion, closed_form_gradients,
                                clustered_batch, compare, cross_entropy_config, cross_entropy_hash,
                                cross_entropy_or_load, embedding_batches, positives_per_anchor,
-                               repulsion_statistics)
+                               is_cross_entropy, repulsion_statistics, run_label, sincere_bound_value)
 from clmini.train import TrainConfig, train_or_load
 from engine_helpers import pattern_data
 
@@ -178,3 +178,21 @@ def test_compare_verdicts():
     assert compare([1.0, 1.0], [1.0, 1.0]).verdict(*words) == "unclear"
     with pytest.raises(ValueError):
         compare([], [1.0])
+
+
+def test_sincere_bound_value():
+    # Perfectly separated classes at a small temperature: the loss is ~0, the bound ~log(|N| + 1).
+    z, labels = clustered_batch(4, 3, 0.999, dim=64)
+    value = sincere_bound_value([(z.float(), labels)], 0.05)
+    assert value == pytest.approx(math.log(8 + 1), abs=1e-3)
+    # and it is log(|N| + 1) - L exactly
+    loss = SINCERE(1.0)(z.float(), labels)
+    assert sincere_bound_value([(z.float(), labels)], 1.0) == pytest.approx(math.log(9) - float(loss), rel=1e-5)
+
+
+def test_run_labels(tmp_path, data):
+    base = tiny(epochs=1, loss="sincere", loss_args={"temperature": 0.05})
+    assert run_label(train_or_load(base, tmp_path, device="cpu", data=data, progress=False)) == "SINCERE τ=0.05"
+    assert run_label(train_or_load(tiny(epochs=0), tmp_path, device="cpu", data=data, progress=False)) == "random init"
+    ce = cross_entropy_or_load(base, tmp_path, device="cpu", data=data, progress=False)
+    assert run_label(ce) == "cross-entropy" and is_cross_entropy(ce)
