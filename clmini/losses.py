@@ -352,23 +352,28 @@ class ContrastiveLoss(PairwiseLoss):
 
     ``denominator="positive+negatives"``: ``e^{l(s_ip)} + sum_{n in N(i)} e^{l(s_in)}``
     (InfoNCE/NT-Xent, SINCERE); ``denominator="all"``: ``sum_{a != i} e^{l(s_ia)}`` (SupCon L_out).
+    ``positive_logit_map``: a different map for the positive pairs (e.g. DySTreSS's schedule on
+    the negatives only); it needs the ``"positive+negatives"`` rule, where each positive appears
+    in its own term only.
     """
 
     def __init__(self, logit_map: LogitMap, denominator: str = "positive+negatives",
                  reduction: Reduction = "mean", normalize: bool = True,
-                 hard_negatives: HardNegatives | None = None):
+                 hard_negatives: HardNegatives | None = None, positive_logit_map: LogitMap | None = None):
         super().__init__(reduction, normalize, hard_negatives)
         if denominator not in DENOMINATORS:
             raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
-        if denominator == "all" and hard_negatives is not None:
-            raise ValueError("hard_negatives needs denominator='positive+negatives'")
+        if denominator == "all" and (hard_negatives is not None or positive_logit_map is not None):
+            raise ValueError("hard_negatives and positive_logit_map need denominator='positive+negatives'")
         self.logit_map = logit_map
+        self.positive_logit_map = positive_logit_map
         self.denominator = denominator
 
     def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
         logits = self.logit_map(sim)
         rows, cols = pairs.positives.nonzero(as_tuple=True)
-        positive_logits = logits[rows, cols]
+        positive_map = self.positive_logit_map
+        positive_logits = logits[rows, cols] if positive_map is None else positive_map(sim[rows, cols])
         if self.denominator == "all":
             others = ~torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
             pair_loss = masked_logsumexp(logits, others)[rows] - positive_logits
@@ -419,12 +424,20 @@ class TemperatureFree(ContrastiveLoss):
 
 
 class DySTreSS(ContrastiveLoss):
-    """InfoNCE with a per-pair temperature ``tau(s)`` (Manna et al.), see :class:`CosineTemperature`."""
+    """InfoNCE with a per-pair temperature ``tau(s)`` (Manna et al.), see :class:`CosineTemperature`.
+
+    ``positive_temperature``: ``None`` (the authors' loss) applies ``tau(s)`` to every logit; a
+    number gives the positive pairs that fixed temperature instead, the schedule acting on the
+    negatives only (an ablation).
+    """
 
     def __init__(self, tau_min: float = 0.07, tau_max: float = 0.2, detach: bool = True,
-                 reduction: Reduction = "mean", normalize: bool = True):
+                 positive_temperature: float | None = None, reduction: Reduction = "mean",
+                 normalize: bool = True):
+        positive_map = None if positive_temperature is None else \
+            Scaled(_positive_number("positive_temperature", positive_temperature))
         super().__init__(CosineTemperature(tau_min, tau_max, detach), "positive+negatives",
-                         reduction, normalize)
+                         reduction, normalize, positive_logit_map=positive_map)
 
 
 class HardContrastive(ContrastiveLoss):

@@ -85,6 +85,22 @@ def test_dystress_with_equal_bounds_is_infonce():
                                    value_and_grad(InfoNCE(0.15), z, y), rtol=1e-12, atol=1e-14)
 
 
+def test_dystress_schedule_on_negatives_only():
+    z, y = random_batch()
+    sim = torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(z, dim=1).T
+    loss = DySTreSS(0.1, 0.3, positive_temperature=0.2, reduction="none")
+    # by hand: positive logits s/0.2, negative logits s/tau(s)
+    tau = loss.logit_map.temperature(sim)
+    positives, negatives = pair_masks(y)
+    pos_logits = torch.where(positives, sim / 0.2, float("-inf"))
+    neg_lse = torch.logsumexp(torch.where(negatives, sim / tau, float("-inf")), dim=1, keepdim=True)
+    pair = torch.where(positives, torch.nn.functional.softplus(neg_lse - pos_logits), 0.0)
+    torch.testing.assert_close(loss(z, y), pair.sum(1) / positives.sum(1))
+    # with the positive at the schedule's own value it is DySTreSS again only when tau is constant
+    torch.testing.assert_close(DySTreSS(0.2, 0.2, positive_temperature=0.2)(z, y), InfoNCE(0.2)(z, y))
+    error("positive_temperature must be", DySTreSS, positive_temperature=0.0)
+
+
 def test_hard_contrastive_keeping_every_negative_is_infonce():
     z, y = random_batch(n=20)
     reference = value_and_grad(InfoNCE(0.2), z, y)
