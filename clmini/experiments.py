@@ -54,11 +54,12 @@ def baseline(base: TrainConfig, seed: int | None = None) -> TrainConfig:
                    seed=base.seed if seed is None else seed)
 
 
-def run_variants(configs: Iterable[TrainConfig], runs_dir: str | Path = "runs", *, device: str = "auto",
+def run_variants(configs: Iterable[TrainConfig], runs_dir: str | Path | None = None, *, device: str = "auto",
                  progress: bool = False, data=None, root: str | Path | None = None, download: bool = False,
                  **kwargs) -> list[Run]:
     """Train (or load from the cache) each config in order; each data set is loaded once.
 
+    ``runs_dir``: the run cache (default ``$CLMINI_RUNS`` or ``runs``, as :func:`clmini.train.train_or_load`).
     ``data``: an already loaded :class:`~clmini.data.ImageData` for every config (tests, notebooks
     that loaded it anyway); otherwise ``root``/``download`` are passed to the loader.
     """
