@@ -43,7 +43,8 @@ class Trend:
 
 
 def trend(x: Sequence[float], y: Sequence[float], tol: float = 0.0, name: str = "τ") -> Trend:
-    """The trend of ``y`` against ``x`` (sorted by ``x``); ``tol``: steps this small count as flat.
+    """The trend of ``y`` against ``x`` (sorted by ``x``); ``tol``: changes this small count as flat
+    (e.g. twice the seed standard deviation: a step back within it does not break monotonicity).
 
     ``text`` says whether the trend is monotone, and if not, where ``y`` is highest and lowest:
     "falls monotonically, by 0.53 from τ = 0.05 to τ = 1" or "is not monotone: highest at τ = 0.2,
@@ -63,7 +64,8 @@ def trend(x: Sequence[float], y: Sequence[float], tol: float = 0.0, name: str = 
         direction, monotone = ("rises" if sign > 0 else "falls"), bool(np.all(sign * steps >= -tol))
     ends = f"from {name} = {x[0]:g} to {name} = {x[-1]:g}"
     if monotone and direction == "flat":
-        text = f"stays flat {ends} (range {span:.3g})"
+        text = (f"changes by no more than the threshold of {tol:.3g} {ends} (range {span:.3g})" if tol > 0
+                else f"stays flat {ends}")
     elif monotone:
         text = f"{direction} monotonically, by {abs(change):.3g} {ends}"
     else:
@@ -83,18 +85,27 @@ class Peak:
     text: str
 
 
-def peak(x: Sequence[float], y: Sequence[float], name: str = "τ") -> Peak:
-    """The grid point with the largest ``y`` and whether it lies strictly inside the grid."""
+def peak(x: Sequence[float], y: Sequence[float], name: str = "τ", threshold: float = 0.0) -> Peak:
+    """The grid point with the largest ``y`` and whether it lies strictly inside the grid.
+
+    An inside peak counts as a reverse U only if it exceeds both ends of the grid by more than
+    ``threshold`` (e.g. twice the seed standard deviation); ``interior`` is that verdict.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
     i = int(np.argmax(y))
-    interior = bool(x.min() < x[i] < x.max())
+    inside = bool(0 < i < x.size - 1)
+    clear = inside and bool(y[i] - max(y[0], y[-1]) > threshold)
     if x.size < 3:
         where = "the grid has too few points to show a reverse U"
-    elif interior:
+    elif clear:
         where = "inside the grid, a reverse U"
+    elif inside:
+        where = (f"inside the grid, but within {threshold:.3g} of an end of the grid: no clear reverse U")
     else:
-        where = f"at the {'smallest' if x[i] == x.min() else 'largest'} {name} of the grid, not a reverse U"
-    return Peak(float(x[i]), float(y[i]), interior, f"{name} = {x[i]:g} ({where})")
+        where = f"at the {'smallest' if i == 0 else 'largest'} {name} of the grid, not a reverse U"
+    return Peak(float(x[i]), float(y[i]), clear, f"{name} = {x[i]:g} ({where})")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,14 @@ def test_peak_interior_or_at_an_end():
     end = report.peak([0.1, 0.3, 1.0], [3, 2, 1])
     assert not end.interior and end.x == 0.1 and "smallest" in end.text
     assert "too few points" in report.peak([0.1, 1.0], [1, 2]).text
+    within = report.peak([0.1, 0.3, 1.0], [1.0, 1.05, 1.0], threshold=0.1)
+    assert not within.interior and "no clear reverse U" in within.text
+
+
+def test_trend_with_a_threshold():
+    flat = report.trend([0.1, 0.5, 1.0], [1.0, 1.02, 1.01], tol=0.05)
+    assert flat.direction == "flat" and flat.text.startswith("changes by no more than the threshold of 0.05")
+    assert report.trend([0.1, 0.5, 1.0], [1.0, 0.98, 2.0], tol=0.05).monotone
 
 
 def test_compare_against_margin_and_spread():
