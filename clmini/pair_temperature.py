@@ -4,9 +4,8 @@
 ``tau(s) = tau_min + (tau_max - tau_min) sin^2(pi s / 2)`` of its own similarity. This module holds
 what chapter 3 needs around it:
 
-- :class:`NegativesOnlyDySTreSS`: the ablation "``tau(s)`` on the negatives only": the positive
-  pair keeps a fixed temperature, built from the loss family's parts (an identity logit map fed
-  with per-pair logits);
+- :func:`negatives_only_anchor_loss`: one anchor's loss in the ablation "``tau(s)`` on the
+  negatives only" (:class:`clmini.losses.DySTreSS` with ``positive_temperature``), as SymPy;
 - :func:`applied_temperatures` and :func:`temperature_histograms`: the temperatures a network's
   batch of augmented views actually receives, positive and negative pairs apart;
 - :func:`relative_penalty` (SymPy) and :func:`penalty_density` (NumPy): Wang & Liu's relative
@@ -30,53 +29,19 @@ from torch import Tensor, nn
 
 from clmini import symbolic
 from clmini.augment import AugmentConfig, augment
-from clmini.losses import ContrastiveLoss, CosineTemperature, LogitMap, Pairs, Reduction, pair_masks, two_views
+from clmini.losses import CosineTemperature, pair_masks, two_views
 
-__all__ = ["PrecomputedLogits", "NegativesOnlyDySTreSS", "negatives_only_anchor_loss",
+__all__ = ["negatives_only_anchor_loss",
            "applied_temperatures", "temperature_histograms",
            "DystressPenalty", "relative_penalty", "penalty_density", "intervals"]
 
 
-# --------------------------------------------------------------------------- the ablation loss
-class PrecomputedLogits(LogitMap):
-    """The identity: for a loss whose logits were already formed pair by pair."""
-
-    def forward(self, logits: Tensor) -> Tensor:
-        return logits
-
-    def symbolic(self, s):
-        return s
-
-
-class NegativesOnlyDySTreSS(ContrastiveLoss):
-    """DySTreSS with the cosine temperature on the negative pairs only.
-
-    Positive pair ``(i, p)``: logit ``s_ip / positive_temperature``; negative ``(i, n)``:
-    ``s_in / tau(sg[s_in])`` (``detach=True``, as the authors' code) with ``tau`` from
-    :class:`~clmini.losses.CosineTemperature`. ``positive_temperature=None`` means ``tau_min``:
-    the loss is then InfoNCE at ``tau_min`` whose negatives alone get the schedule.
-    """
-
-    def __init__(self, tau_min: float = 0.07, tau_max: float = 0.2, positive_temperature: float | None = None,
-                 detach: bool = True, reduction: Reduction = "mean", normalize: bool = True):
-        super().__init__(PrecomputedLogits(), "positive+negatives", reduction, normalize)
-        self.cosine = CosineTemperature(tau_min, tau_max, detach)
-        self.positive_temperature = tau_min if positive_temperature is None else float(positive_temperature)
-        if not self.positive_temperature > 0:
-            raise ValueError(f"positive_temperature must be > 0, got {positive_temperature!r}")
-
-    def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
-        logits = torch.where(pairs.positives, sim / self.positive_temperature, self.cosine(sim))
-        return super().per_anchor(logits, pairs)
-
-    def extra_repr(self) -> str:
-        return f"positive_temperature={self.positive_temperature}, {super().extra_repr()}"
-
-
+# --------------------------------------------------------------------------- the ablation's formula
 def negatives_only_anchor_loss(n_neg: int = 3) -> tuple[sp.Expr, tuple[sp.Symbol, ...], sp.Symbol]:
-    """One anchor's :class:`NegativesOnlyDySTreSS` loss (tau not detached: the explicit function).
+    """One anchor's loss when only the negatives get ``tau(s)`` (``DySTreSS(positive_temperature=tau_p)``).
 
-    Returns ``(expr, (s_p1, s_n1, ...), tau_p)`` with ``tau_p`` the positive's fixed temperature.
+    The explicit function (``tau`` not detached); returns ``(expr, (s_p1, s_n1, ...), tau_p)`` with
+    ``tau_p`` the positive's fixed temperature.
     """
     tau_p = sp.Symbol("tau_p", positive=True)
     (positive,), negatives = symbolic.positive_similarities(1), symbolic.negative_similarities(n_neg)

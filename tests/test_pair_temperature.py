@@ -1,5 +1,5 @@
-"""Chapter 3's per-pair temperature tools: the negatives-only ablation vs its SymPy form, applied
-temperatures, the relative penalty with a temperature per negative."""
+"""Chapter 3's per-pair temperature tools: the negatives-only ablation (``DySTreSS(positive_temperature=...)``)
+vs its SymPy form, applied temperatures, the relative penalty with a temperature per negative."""
 import numpy as np
 import pytest
 import sympy as sp
@@ -9,7 +9,7 @@ from clmini import symbolic as S
 from clmini.losses import CosineTemperature, DySTreSS, InfoNCE
 from clmini.models import build_model
 from clmini.pair_temperature import (
-    NegativesOnlyDySTreSS, applied_temperatures, negatives_only_anchor_loss, penalty_density, relative_penalty,
+    applied_temperatures, negatives_only_anchor_loss, penalty_density, relative_penalty,
     temperature_histograms,
 )
 from engine_helpers import pattern_data
@@ -23,18 +23,23 @@ def _similarities(seed=0):
     return (z @ z.T).clone().requires_grad_(True)
 
 
+def negatives_only(tau_min, tau_max, tau_p, **kwargs):
+    """The package's "tau(s) on the negatives only" loss."""
+    return DySTreSS(tau_min, tau_max, positive_temperature=tau_p, **kwargs)
+
+
 def test_equals_infonce_when_the_range_is_one_temperature():
     g = torch.Generator().manual_seed(1)
     z, y = torch.randn(12, 4, generator=g, dtype=torch.float64), torch.arange(6).repeat(2)
-    assert NegativesOnlyDySTreSS(0.3, 0.3, 0.3)(z, y).item() == pytest.approx(InfoNCE(0.3)(z, y).item(), rel=1e-12)
+    assert negatives_only(0.3, 0.3, 0.3)(z, y).item() == pytest.approx(InfoNCE(0.3)(z, y).item(), rel=1e-12)
 
 
 def test_differs_from_dystress_only_through_the_positive():
     sim = _similarities()
-    ours = NegativesOnlyDySTreSS(0.07, 0.2, reduction="none").from_similarity(sim, LABELS)
+    ours = negatives_only(0.07, 0.2, 0.07, reduction="none").from_similarity(sim, LABELS)
     # with the positive's temperature set to tau(s_+), it is DySTreSS
     tau_plus = CosineTemperature(0.07, 0.2).temperature(sim[0, 1].detach()).item()
-    same = NegativesOnlyDySTreSS(0.07, 0.2, positive_temperature=tau_plus, reduction="none").from_similarity(sim, LABELS)
+    same = negatives_only(0.07, 0.2, tau_plus, reduction="none").from_similarity(sim, LABELS)
     dystress = DySTreSS(0.07, 0.2, reduction="none").from_similarity(sim, LABELS)
     assert same[0].item() == pytest.approx(dystress[0].item(), rel=1e-12)
     assert ours[0].item() != pytest.approx(dystress[0].item(), rel=1e-3)
@@ -44,7 +49,7 @@ def test_differs_from_dystress_only_through_the_positive():
 def test_value_and_gradient_equal_the_symbolic_form(detach):
     tau_min, tau_max, tau_p = 0.07, 0.2, 0.1
     sim = _similarities(3)
-    loss = NegativesOnlyDySTreSS(tau_min, tau_max, tau_p, detach=detach, reduction="none").from_similarity(sim, LABELS)
+    loss = negatives_only(tau_min, tau_max, tau_p, detach=detach, reduction="none").from_similarity(sim, LABELS)
     loss[0].backward()
     expr, symbols, tau_sym = negatives_only_anchor_loss(3)
     values = {S.tau_min: tau_min, S.tau_max: tau_max, tau_sym: tau_p}
@@ -62,11 +67,6 @@ def test_value_and_gradient_equal_the_symbolic_form(detach):
     got = [sim.grad[0, j].item() for j in (1, 2, 3, 4)]
     want = [float(g.subs(exact).evalf(30)) for g in gradient]
     assert got == pytest.approx(want, rel=1e-9)
-
-
-def test_rejects_a_bad_positive_temperature():
-    with pytest.raises(ValueError, match="positive_temperature"):
-        NegativesOnlyDySTreSS(0.07, 0.2, positive_temperature=0.0)
 
 
 def test_applied_temperatures_counts_range_and_repeatability():
