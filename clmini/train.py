@@ -323,7 +323,9 @@ class Trainer:
         logit_map = getattr(self.loss_fn, "logit_map", None)
         if isinstance(logit_map, CosineTemperature):
             tau = logit_map.temperature(sim)
-            stats += [tau[positives].mean(), tau[negatives].mean()]
+            fixed = getattr(self.loss_fn, "positive_logit_map", None)  # schedule on the negatives only
+            tau_pos = tau[positives].mean() if fixed is None else torch.tensor(fixed.temperature, device=z.device)
+            stats += [tau_pos, tau[negatives].mean()]
         else:
             stats += [torch.zeros((), device=z.device)] * 2
         return torch.stack(stats).double()
