@@ -40,7 +40,13 @@ def simclr_config(loss: str = "infonce", loss_args: dict | None = None, **fields
 
 
 def variant(base: TrainConfig, **changes) -> TrainConfig:
-    """``base`` with some fields changed (e.g. ``loss="hard", loss_args={...}, seed=1``)."""
+    """``base`` with some fields changed (e.g. ``loss="hard", loss_args={...}, seed=1``).
+
+    A new ``loss`` without ``loss_args`` starts from that loss's defaults: the base's arguments
+    belong to the base's loss (``variant(base, loss="simple")`` must not pass it a temperature).
+    """
+    if "loss" in changes and changes["loss"] != base.loss:
+        changes.setdefault("loss_args", {})
     return dataclasses.replace(base, **changes)
 
 

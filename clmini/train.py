@@ -334,7 +334,12 @@ class Trainer:
             lambda: False, progress: bool = True) -> None:
         """Train from the current position to the end, calling ``checkpoint`` when it is due
         (between steps) and at the end of every epoch."""
-        from tqdm.auto import tqdm
+        # tqdm.auto picks the notebook widget when it can and warns when ipywidgets is missing:
+        # only ask for it when a bar is wanted (notebooks pass progress=False).
+        if progress:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
 
         config = self.config
         if not self.history:

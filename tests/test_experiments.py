@@ -30,6 +30,7 @@ def test_baseline_is_untrained_and_shares_the_evaluation(runs):
     assert runs[0].config.epochs == 0 and runs[0].metrics["train_seconds"] == 0
     assert set(runs[0].metrics) == set(runs[1].metrics)
     assert baseline(variant(runs[1].config, loss="simple", loss_args={})) == runs[0].config
+    assert variant(runs[1].config, loss="simple").loss_args == {"lam": None}  # not the base's temperature
 
 
 def test_results_table_and_seed_summary(runs):
