@@ -62,7 +62,7 @@ def test_pretrain_then_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     run_dir = tmp_path / "runs" / out.splitlines()[0].split("/")[-1]
     config = json.loads((run_dir / "config.json").read_text())["config"]
-    assert config["loss_args"] == {"tau_min": 0.1, "tau_max": 0.2, "detach": True}
+    assert config["loss_args"] == {"tau_min": 0.1, "tau_max": 0.2, "detach": True, "positive_temperature": None}
     assert config["n_train"] == 96 and "knn_acc" in out
 
     assert main(["evaluate", str(run_dir)]) == 0
