@@ -196,3 +196,31 @@ def test_run_labels(tmp_path, data):
     assert run_label(train_or_load(tiny(epochs=0), tmp_path, device="cpu", data=data, progress=False)) == "random init"
     ce = cross_entropy_or_load(base, tmp_path, device="cpu", data=data, progress=False)
     assert run_label(ce) == "cross-entropy" and is_cross_entropy(ce)
+
+
+def test_an_interrupted_cross_entropy_run_resumes_with_identical_results(tmp_path, data, monkeypatch):
+    from clmini import runs
+
+    base = tiny(epochs=2)
+    reference = cross_entropy_or_load(base, tmp_path / "a", device="cpu", data=data, progress=False)
+    saves = {"n": 0}
+    original = runs.atomic_torch_save
+
+    def save_then_die(path, obj):
+        original(path, obj)
+        saves["n"] += 1
+        if saves["n"] == 10:  # 8 checkpoints per epoch (7 between steps, 1 at the end): epoch 1, step 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cross_entropy_or_load(base, tmp_path / "b", device="cpu", data=data, progress=False, checkpoint_every=0)
+    monkeypatch.setattr(runs, "atomic_torch_save", original)
+    key = cross_entropy_hash(cross_entropy_config(base))
+    state = runs.torch_load(tmp_path / "b" / key / runs.CHECKPOINT)
+    assert state["config_hash"] == key and (state["epoch"], state["step"]) == (1, 2) and "classifier" in state
+    resumed = cross_entropy_or_load(base, tmp_path / "b", device="cpu", data=data, progress=False)
+    assert resumed.history == reference.history
+    timing = ("train_seconds", "eval_seconds")
+    assert ({k: v for k, v in resumed.metrics.items() if k not in timing}
+            == {k: v for k, v in reference.metrics.items() if k not in timing})
