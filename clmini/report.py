@@ -127,7 +127,8 @@ def compare(a: float, b: float, *, spread: float = 0.0, margin: float = 0.0, wha
     more than the threshold of 0.010" or "is lower by 0.004, within the threshold of 0.010: not a
     clear difference". ``spread`` NaN (one seed) counts as 0.
     """
-    spread = 0.0 if spread is None or math.isnan(spread) else float(spread)
+    unknown = spread is None or math.isnan(spread)
+    spread = 0.0 if unknown else float(spread)
     difference = float(a - b)
     threshold = max(margin, spread)
     beats = difference > threshold
@@ -137,6 +138,8 @@ def compare(a: float, b: float, *, spread: float = 0.0, margin: float = 0.0, wha
         text = f"is {size}, more than the threshold of {threshold:.{digits}f}"
     else:
         text = f"is {size}, within the threshold of {threshold:.{digits}f}: not a clear difference"
+    if unknown:  # one seed: the margin alone stands in for the run-to-run noise
+        text += " (one seed, so the seed-to-seed spread is not measured)"
     return Comparison(difference, spread, margin, beats, text)
 
 
