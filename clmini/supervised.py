@@ -36,9 +36,9 @@ from torch import Tensor, nn
 from clmini import runs
 from clmini.augment import AugmentConfig, augment
 from clmini.data import ImageData, class_balanced_batches, load_dataset
-from clmini.evaluate import autocast, encode, evaluate_representation
-from clmini.losses import ContrastiveLoss, Pairs, Scaled
-from clmini.train import (ENGINE_VERSION, Run, Trainer, TrainConfig, _resume, default_runs_dir,
+from clmini.evaluate import autocast, encode
+from clmini.losses import ContrastiveLoss, Pairs
+from clmini.train import (ENGINE_VERSION, Run, Trainer, TrainConfig, _finish, _resume, default_runs_dir,
                           resolve_device)
 
 __all__ = [
@@ -310,22 +310,8 @@ def cross_entropy_or_load(base: TrainConfig, runs_dir: str | Path | None = None,
         _resume(trainer, run_dir)
         trainer.fit(lambda: runs.atomic_torch_save(run_dir / runs.CHECKPOINT, trainer.state_dict()),
                     runs.periodic(checkpoint_every, time.monotonic), progress)
-        start = time.perf_counter()
-        metrics = evaluate_representation(
-            trainer.model, trainer.data, knn_k=config.knn_k, eval_train_size=config.eval_train_size,
-            probe_iters=config.probe_iters, augment_config=config.augment)
-        metrics["classifier_acc"] = trainer.classifier_accuracy()
-        runs.atomic_torch_save(run_dir / runs.WEIGHTS, trainer.model.state_dict())
-        runs.atomic_write_json(run_dir / runs.HISTORY, trainer.history)
-        metrics.update(
-            config_hash=key, engine_version=ENGINE_VERSION, objective="cross-entropy",
-            final_loss=trainer.history[-1].get("loss"), epochs_trained=trainer.epoch,
-            steps_per_epoch=trainer.steps_per_epoch, device=str(device),
-            device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            torch_version=torch.__version__, train_seconds=trainer.train_seconds,
-            eval_seconds=time.perf_counter() - start, sha256=runs.digests(run_dir))
-        runs.atomic_write_json(run_dir / runs.METRICS, metrics)
-        (run_dir / runs.CHECKPOINT).unlink(missing_ok=True)
+        _finish(trainer, run_dir, device, key,
+                lambda: {"objective": "cross-entropy", "classifier_acc": trainer.classifier_accuracy()})
     return load_cross_entropy_run(run_dir, key)
 
 

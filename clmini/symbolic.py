@@ -26,7 +26,7 @@ This module does not import torch.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import mpmath
@@ -676,7 +676,7 @@ def same_class_gradients(n_pos: int = 3, n_neg: int = 2) -> SameClassGradients:
     if n_pos < 2:
         raise ValueError(f"n_pos must be >= 2 (another positive to differentiate by), got {n_pos}")
     positives, negatives = positive_similarities(n_pos), negative_similarities(n_neg)
-    p1, q = positives[0], positives[1]
+    q = positives[1]  # another positive than the pair (i, p1) differentiated
     others = positives + negatives
     partition = sp.Add(*(sp.exp(x / tau) for x in others))
     softmax = {x: sp.exp(x / tau) / partition for x in others}

@@ -502,17 +502,24 @@ def _resume(trainer: Trainer, run_dir: Path) -> None:
         runs.discard(run_dir, (runs.CHECKPOINT,), f"unusable checkpoint ({err})")
 
 
-def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
-    """Evaluate, write weights, history and (last) metrics; drop the checkpoint."""
+def _finish(trainer: Trainer, run_dir: Path, device: torch.device, key: str | None = None,
+            extra: Callable[[], dict] | None = None) -> None:
+    """Evaluate, write weights, history and (last) metrics; drop the checkpoint.
+
+    ``key``: the run's hash when it is not ``trainer.config.hash`` (another objective);
+    ``extra``: more metrics of that objective, measured after the common evaluation.
+    """
     config = trainer.config
     start = time.perf_counter()
     metrics = evaluate_representation(
         trainer.model, trainer.data, knn_k=config.knn_k, eval_train_size=config.eval_train_size,
         probe_iters=config.probe_iters, augment_config=config.augment)
+    if extra is not None:
+        metrics.update(extra())
     runs.atomic_torch_save(run_dir / runs.WEIGHTS, trainer.model.state_dict())
     runs.atomic_write_json(run_dir / runs.HISTORY, trainer.history)
     metrics.update(
-        config_hash=config.hash, engine_version=ENGINE_VERSION,
+        config_hash=key or config.hash, engine_version=ENGINE_VERSION,
         final_loss=trainer.history[-1].get("loss"), epochs_trained=trainer.epoch,
         steps_per_epoch=trainer.steps_per_epoch, device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

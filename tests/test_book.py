@@ -8,7 +8,6 @@ command as `make book`.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from clmini.evaluate import knn_accuracy
 from clmini.models import build_model
