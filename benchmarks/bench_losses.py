@@ -156,7 +156,7 @@ def main(argv=None) -> None:
             ref = results.get(SAME_DEFINITION.get(name, ""))
             if name == "infonce" and isinstance(ref, str):  # NTXentLoss cannot run at this N:
                 ref = results["pml SupConLoss"]               # the same definition for one positive
-            vs_ref = f"{ms / ref[0]:.2f}" if isinstance(ref, tuple) else (ref if isinstance(ref, str) and ref else "–")
+            vs_ref = f"{ms / ref[0]:.3g}" if isinstance(ref, tuple) else (ref if isinstance(ref, str) and ref else "–")
             lines.append(f"| {n} | {name} | {ms:.1f} | {ms / floor:.2f} | {vs_ref} | {mem:.1f} |")
     table = "\n".join(lines)
     print("\n" + table)
