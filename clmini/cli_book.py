@@ -54,11 +54,10 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _guarded(action) -> int:
+    """Run ``action``; bad input -> exit 2, a failing chapter or build -> exit 1, each with its message."""
     try:
-        if args.list:
-            return _list(args)
-        notebooks.run_notebook(args.notebook, args.profile, args.parameter, args.output, args.profiles)
+        action()
     except notebooks.ParameterError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
@@ -66,6 +65,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_FAILED
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _guarded(lambda: _list(args))
+    return _guarded(lambda: notebooks.run_notebook(args.notebook, args.profile, args.parameter, args.output,
+                                                   args.profiles))
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -80,16 +86,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    try:
+    def build() -> None:
         index = notebooks.build_book(args.root, args.profile, args.skip_run, args.path_output)
-    except notebooks.ParameterError as exc:
-        _error(str(exc))
-        return EXIT_BAD_INPUT
-    except notebooks.NotebookError as exc:
-        _error(str(exc))
-        return EXIT_FAILED
-    print(f"The book is at {index}")
-    return 0
+        print(f"The book is at {index}")
+
+    return _guarded(build)
 
 
 def main(argv: list[str] | None = None) -> int:
