@@ -4,9 +4,11 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from clmini.data import ImageData
@@ -110,3 +112,27 @@ def write_stl10(root: Path, n: int = 3) -> dict[str, np.ndarray]:
     (folder / "unlabeled_X.bin").write_bytes(b"")
     (folder / "class_names.txt").write_text("\n".join(f"name{c}" for c in range(10)) + "\n")
     return written
+
+
+@contextmanager
+def killed_at_checkpoint(monkeypatch, n: int):
+    """The block's run is "killed" right after its ``n``-th checkpoint write: that write completes,
+    then ``KeyboardInterrupt`` ends the block (which must happen). Saving is restored afterwards."""
+    from clmini import runs
+
+    original = runs.atomic_torch_save
+    count = 0
+
+    def save_then_die(path, obj):
+        nonlocal count
+        original(path, obj)
+        count += 1
+        if count == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "atomic_torch_save", save_then_die)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(runs, "atomic_torch_save", original)

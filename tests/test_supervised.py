@@ -14,7 +14,7 @@ from clmini.supervised import (Trainer, anchor_gradients, batch_repulsion, close
                                cross_entropy_or_load, embedding_batches, positives_per_anchor,
                                is_cross_entropy, repulsion_statistics, run_label, sincere_bound_value)
 from clmini.train import TrainConfig, train_or_load
-from engine_helpers import pattern_data
+from engine_helpers import killed_at_checkpoint, pattern_data
 
 DENOMINATOR = {"supcon": "all", "sincere": "positive+negatives"}
 LOSS = {"supcon": SupCon, "sincere": SINCERE}
@@ -203,19 +203,9 @@ def test_an_interrupted_cross_entropy_run_resumes_with_identical_results(tmp_pat
 
     base = tiny(epochs=2)
     reference = cross_entropy_or_load(base, tmp_path / "a", device="cpu", data=data, progress=False)
-    saves = {"n": 0}
-    original = runs.atomic_torch_save
-
-    def save_then_die(path, obj):
-        original(path, obj)
-        saves["n"] += 1
-        if saves["n"] == 10:  # 8 checkpoints per epoch (7 between steps, 1 at the end): epoch 1, step 2
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs, "atomic_torch_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    # 8 checkpoints per epoch (7 between steps, 1 at the end): the 10th is after epoch 1, step 2
+    with killed_at_checkpoint(monkeypatch, 10):
         cross_entropy_or_load(base, tmp_path / "b", device="cpu", data=data, progress=False, checkpoint_every=0)
-    monkeypatch.setattr(runs, "atomic_torch_save", original)
     key = cross_entropy_hash(cross_entropy_config(base))
     state = runs.torch_load(tmp_path / "b" / key / runs.CHECKPOINT)
     assert state["config_hash"] == key and (state["epoch"], state["step"]) == (1, 2) and "classifier" in state

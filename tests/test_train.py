@@ -17,7 +17,7 @@ from clmini import runs
 from clmini import train as train_module
 from clmini.augment import AugmentConfig
 from clmini.train import TrainConfig, Trainer, learning_rate, load_run, train_or_load
-from engine_helpers import pattern_data, write_fashion_mnist
+from engine_helpers import killed_at_checkpoint, pattern_data, write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "eval_seconds")
@@ -237,21 +237,10 @@ def test_interrupted_run_resumes_mid_epoch_with_identical_results(tmp_path, data
     config = tiny(epochs=3)
     reference = train_or_load(config, tmp_path / "a", device="cpu", data=data, progress=False)
 
-    saves = {"n": 0}
-    original = runs.atomic_torch_save
-
-    def save_then_die(path, obj):
-        original(path, obj)
-        saves["n"] += 1
-        # A checkpoint after each step but an epoch's last, and one at each epoch end: the 6th is
-        # the one after step 2 of epoch 2.
-        if saves["n"] == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs, "atomic_torch_save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    # A checkpoint after each step but an epoch's last, and one at each epoch end: the 6th is
+    # the one after step 2 of epoch 2.
+    with killed_at_checkpoint(monkeypatch, 6):
         train_or_load(config, tmp_path / "b", device="cpu", data=data, progress=False, checkpoint_every=0)
-    monkeypatch.setattr(runs, "atomic_torch_save", original)
     state = runs.torch_load(tmp_path / "b" / config.hash / runs.CHECKPOINT)
     assert (state["epoch"], state["step"]) == (1, 2)
     counter = StepCounter(monkeypatch)
