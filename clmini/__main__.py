@@ -7,7 +7,7 @@ import sys
 
 # Each module exposes ``register(subparsers)`` adding its sub-commands; each sub-parser sets
 # ``func`` (called with the parsed namespace, returns an exit code).
-COMMAND_MODULES = ("clmini.cli_train", "clmini.cli_book")
+COMMAND_MODULES = ("clmini.cli.train", "clmini.cli.book")
 
 
 def build_parser() -> argparse.ArgumentParser:

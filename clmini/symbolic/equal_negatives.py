@@ -26,7 +26,7 @@ from typing import Callable
 
 import sympy as sp
 
-from clmini.symbolic import artanh_logit, lambdify, scaled_logit, tau
+from clmini.symbolic.core import LOGIT_MAPS, lambdify, tau
 
 __all__ = ["K", "s_pos", "s_neg", "EqualNegatives", "equal_negatives", "AlignedPositive",
            "aligned_positive"]
@@ -37,7 +37,10 @@ K = sp.Symbol("K", positive=True, integer=True)
 s_pos = sp.Symbol("s_+", real=True)
 s_neg = sp.Symbol("s_-", real=True)
 
-_MAPS = {"scaled": scaled_logit, "artanh": artanh_logit}
+# The maps of :data:`clmini.symbolic.LOGIT_MAPS` with a closed form here (a fixed map, no per-pair temperature).
+_SUPPORTED = ("scaled", "artanh")
+
+
 
 
 def _odds_form(expr: sp.Expr) -> sp.Expr:
@@ -75,9 +78,9 @@ class EqualNegatives:
 @functools.lru_cache(maxsize=None)
 def equal_negatives(logit: str = "artanh") -> EqualNegatives:
     """The anchor's loss and gradients for ``logit`` in ``"scaled"`` (``s/tau``) or ``"artanh"``."""
-    if logit not in _MAPS:
-        raise ValueError(f"logit must be one of {sorted(_MAPS)}, got {logit!r}")
-    ell = _MAPS[logit]
+    if logit not in _SUPPORTED:
+        raise ValueError(f"logit must be one of {sorted(_SUPPORTED)}, got {logit!r}")
+    ell = LOGIT_MAPS[logit]
     # -log(e^a / (e^a + K e^b)) = log(1 + K e^{b - a}); for artanh e^{b - a} is a ratio of odds
     loss = sp.log(1 + K * _odds_form(sp.exp(ell(s_neg) - ell(s_pos))))
     positive = sp.factor(sp.simplify(sp.diff(loss, s_pos)))

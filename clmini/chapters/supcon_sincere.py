@@ -1,7 +1,6 @@
-"""Supervised contrastive learning (SupCon vs SINCERE): repulsion statistics, the cross-entropy
-baseline, and comparisons with seed spread.
+"""Chapter 4 (SupCon vs SINCERE): repulsion statistics, run names, comparisons with seed spread.
 
-Three things chapter 4 needs that are not losses or engine:
+Two things chapter 4 needs that are neither losses nor engine:
 
 * **Repulsion.** For anchor ``i`` and a same-class sample ``j``, ``g_ij = dL_i/ds_ij`` says what the
   loss does to their similarity: ``g_ij > 0`` means the loss *falls* as ``s_ij`` falls, so a
@@ -12,41 +11,33 @@ Three things chapter 4 needs that are not losses or engine:
   ``P^(j)`` the softmax over ``j`` and the negatives. :func:`repulsion_statistics` summarises
   ``g`` over the same-class pairs of a batch; :func:`clustered_batch` and :func:`embedding_batches`
   give batches of synthetic and of real embeddings.
-* **The cross-entropy baseline** "with the same encoder": the engine's network (encoder and
-  projection head) plus a linear classifier on the projection, trained by cross-entropy on the
-  same augmented two-view class-balanced batches, epochs and optimiser as a contrastive run, and
-  evaluated by the same code (:func:`cross_entropy_or_load`, cached like every run).
 * **Comparisons** (:func:`compare`): the difference of two groups of seeds and whether it exceeds
   their spread, so a chapter's sentences say only what its numbers show.
+
+The cross-entropy baseline "with the same encoder" is not here: it is an objective of the engine
+(``TrainConfig(objective="cross-entropy")``), trained and cached like every run.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clmini import runs
-from clmini.augment import AugmentConfig, augment
-from clmini.data import ImageData, class_balanced_batches, load_dataset
-from clmini.evaluate import autocast, encode
-from clmini.losses import ContrastiveLoss, Pairs
-from clmini.train import (ENGINE_VERSION, Run, Trainer, TrainConfig, _finish, _resume, default_runs_dir,
-                          resolve_device)
+from clmini.engine import Run
+from clmini.engine.augment import AugmentConfig, augment
+from clmini.engine.data import ImageData, class_balanced_batches
+from clmini.losses import SINCERE, ContrastiveLoss, Pairs
+from clmini.metrics import autocast
 
 __all__ = [
     "anchor_gradients", "closed_form_gradients", "repulsion_statistics", "clustered_batch",
     "embedding_batches", "batch_repulsion", "positives_per_anchor", "sincere_bound_value",
-    "CROSS_ENTROPY_VERSION", "cross_entropy_config", "cross_entropy_hash", "CrossEntropyTrainer",
-    "cross_entropy_or_load", "load_cross_entropy_run", "is_cross_entropy", "run_label",
-    "Comparison", "compare", "trajectory",
+    "is_cross_entropy", "run_label", "Comparison", "compare",
 ]
 
 
@@ -190,8 +181,6 @@ def sincere_bound_value(batches: Iterable[tuple[Tensor, Tensor]], temperature: f
     The per-sample quantity the SINCERE authors' code reports as the value of their bound
     (:func:`clmini.symbolic.sincere_bound`); at most ``log(|N_i| + 1)``, reached only at loss 0.
     """
-    from clmini.losses import SINCERE
-
     loss = SINCERE(temperature, reduction="none")
     values = []
     for z, labels in batches:
@@ -204,120 +193,10 @@ def sincere_bound_value(batches: Iterable[tuple[Tensor, Tensor]], temperature: f
     return float(torch.cat(values).mean())
 
 
-# =========================================================================== cross-entropy baseline
-#: Part of every cross-entropy run's hash; bump when what such a run computes changes.
-CROSS_ENTROPY_VERSION = 1
-
-
-def cross_entropy_config(base: TrainConfig) -> TrainConfig:
-    """``base`` for a cross-entropy run: same data, model, batches and optimisation.
-
-    The loss fields do not enter a cross-entropy run, so they are fixed (every contrastive
-    variant of one base shares one baseline), and the mode is ``supervised``.
-    """
-    return dataclasses.replace(base, loss="infonce", loss_args={"temperature": 0.1}, mode="supervised")
-
-
-def cross_entropy_hash(config: TrainConfig) -> str:
-    """The run-cache key of a cross-entropy run (never equal to a contrastive run's)."""
-    return runs.config_hash({"objective": "cross-entropy", "version": CROSS_ENTROPY_VERSION,
-                             "engine_version": ENGINE_VERSION, "config": config.to_dict()})
-
-
-class CrossEntropyTrainer(Trainer):
-    """The engine's :class:`~clmini.train.Trainer` with a linear classifier on the projection
-    ``z`` and cross-entropy instead of a contrastive loss; batches, views, schedule, monitoring
-    and checkpoints are the engine's."""
-
-    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
-        super().__init__(config, data, device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.classifier = nn.Linear(config.proj_dim, self.data.n_classes).to(device)
-        self.optimizer.add_param_group({"params": list(self.classifier.parameters())})
-
-    def objective(self, views: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy of the classifier on the projections of the views (the engine's loop
-        does the rest: the same batches, views, schedule and statistics as a contrastive run)."""
-        with autocast(self.device):
-            z = self.model(views)
-            logits = self.classifier(z)
-        return F.cross_entropy(logits.float(), labels), z
-
-    @torch.no_grad()
-    def classifier_accuracy(self) -> float:
-        """Test accuracy of the network's own classifier (argmax of its logits)."""
-        _, z = encode(self.model, self.data.test_x)
-        was_training = self.classifier.training
-        self.classifier.eval()
-        correct = (self.classifier(z).argmax(1) == self.data.test_y).float().mean()
-        self.classifier.train(was_training)
-        return float(correct)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "config_hash": cross_entropy_hash(self.config),
-                "classifier": self.classifier.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("config_hash") != cross_entropy_hash(self.config):
-            raise runs.CorruptRun(f"checkpoint belongs to run {state.get('config_hash')}, "
-                                  f"not {cross_entropy_hash(self.config)}")
-        # The engine's loader checks the contrastive hash: give it the one it expects.
-        super().load_state_dict({**state, "config_hash": self.config.hash})
-        self.classifier.load_state_dict(state["classifier"])
-
-
-def load_cross_entropy_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
-    """A complete cross-entropy run; :class:`clmini.runs.CorruptRun` if partial or damaged."""
-    run_dir = Path(run_dir)
-    metrics = runs.verify_complete(run_dir, expected_hash)
-    config = TrainConfig.from_dict(runs.read_json(run_dir / runs.CONFIG)["config"])
-    if cross_entropy_hash(config) != metrics["config_hash"]:
-        raise runs.CorruptRun(f"{run_dir}: config.json does not hash to {metrics['config_hash']}")
-    return Run(run_dir, config, runs.read_json(run_dir / runs.HISTORY), metrics)
-
-
-def cross_entropy_or_load(base: TrainConfig, runs_dir: str | Path | None = None, *,
-                          device: str | torch.device = "auto", data: ImageData | None = None,
-                          root: str | Path | None = None, progress: bool = True,
-                          checkpoint_every: float = 60.0) -> Run:
-    """The cross-entropy run for ``base`` (see :func:`cross_entropy_config`): loaded if complete,
-    trained (resuming a partial one) otherwise, in ``<runs_dir>/<cross_entropy_hash>/``.
-
-    Its metrics are the engine's final evaluation (kNN and linear probe on the encoder
-    features ``h``, geometry of the projections ``z``) plus ``classifier_acc``, the test accuracy
-    of the network's own classifier.
-    """
-    config = cross_entropy_config(base)
-    key = cross_entropy_hash(config)
-    run_dir = Path(runs_dir or default_runs_dir()) / key
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with runs.locked(run_dir):
-        try:
-            return load_cross_entropy_run(run_dir, key)
-        except runs.CorruptRun as err:
-            if (run_dir / runs.METRICS).exists():
-                runs.discard(run_dir, (runs.METRICS, runs.WEIGHTS, runs.HISTORY), str(err))
-        device = resolve_device(device)
-        runs.atomic_write_json(run_dir / runs.CONFIG, {"hash": key, "objective": "cross-entropy",
-                                                       "engine_version": ENGINE_VERSION,
-                                                       "config": config.to_dict()})
-        if data is None:
-            data = load_dataset(config.dataset, root, device=device)
-        elif data.name != config.dataset:
-            raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
-        trainer = CrossEntropyTrainer(config, data.to(device), device)
-        _resume(trainer, run_dir)
-        trainer.fit(lambda: runs.atomic_torch_save(run_dir / runs.CHECKPOINT, trainer.state_dict()),
-                    runs.periodic(checkpoint_every, time.monotonic), progress)
-        _finish(trainer, run_dir, device, key,
-                lambda: {"objective": "cross-entropy", "classifier_acc": trainer.classifier_accuracy()})
-    return load_cross_entropy_run(run_dir, key)
-
-
+# =========================================================================== run names
 def is_cross_entropy(run: Run) -> bool:
-    """Whether ``run`` came from :func:`cross_entropy_or_load`."""
-    return run.metrics.get("objective") == "cross-entropy"
+    """Whether ``run`` trained the cross-entropy baseline (``objective="cross-entropy"``)."""
+    return run.config.objective == "cross-entropy"
 
 
 def run_label(run: Run) -> str:
@@ -392,25 +271,3 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
         return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
 
     return Comparison(sum(a) / len(a), sum(b) / len(b), sd(a), sd(b), len(a), len(b))
-
-
-# =========================================================================== figures
-def trajectory(history, metric: str, *, ax=None, label_column: str = "label", ylabel: str | None = None,
-               labels: Sequence[str] | None = None, **style):
-    """Per-epoch ``metric`` of each label in a long history table (one row per run and epoch, a
-    ``seed`` column): the mean over seeds as a line, one standard deviation as error bars (none
-    with a single seed). ``labels`` picks and orders the curves."""
-    import matplotlib.pyplot as plt
-
-    ax = ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
-    names = list(labels) if labels is not None else list(dict.fromkeys(history[label_column]))
-    for name in names:
-        frame = history[history[label_column] == name].dropna(subset=[metric])
-        stats = frame.groupby("epoch")[metric].agg(["mean", "std", "count"])
-        err = stats["std"].where(stats["count"] > 1)
-        ax.errorbar(stats.index, stats["mean"], yerr=None if err.isna().all() else err.fillna(0),
-                    marker=".", capsize=2, label=name, **style)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel or metric)
-    ax.grid(alpha=0.3)
-    return ax

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from clmini.experiments import LABELS
+from clmini.study.experiments import LABELS
 
 
 def _axes(ax):
@@ -60,15 +60,23 @@ def similarity_histogram(histograms: dict, *, ax=None, title: str | None = None,
     return ax
 
 
-def history_curves(history: pd.DataFrame, metric: str, *, ax=None, skip_epoch0: bool = False):
-    """Per-epoch ``metric`` of each run in a :func:`clmini.experiments.history_table`."""
+def history_curves(history: pd.DataFrame, metric: str, *, ax=None, skip_epoch0: bool = False,
+                   labels=None, ylabel: str | None = None, label_column: str = "label", **style):
+    """Per-epoch ``metric`` of each label of a long history table (one row per run and epoch, as
+    :func:`clmini.study.experiments.history_table` gives): the mean over the label's seeds as a
+    line, one standard deviation as error bars (none with a single seed). ``labels`` picks and
+    orders the curves; ``skip_epoch0`` leaves out the random initialisation."""
     ax = _axes(ax)
-    for label, frame in history.groupby("label", sort=False):
+    names = list(labels) if labels is not None else list(dict.fromkeys(history[label_column]))
+    for name in names:
+        frame = history[history[label_column] == name]
         frame = frame[frame["epoch"] > 0] if skip_epoch0 else frame
-        frame = frame.dropna(subset=[metric])
-        ax.plot(frame["epoch"], frame[metric], marker=".", label=str(label))
+        stats = frame.dropna(subset=[metric]).groupby("epoch")[metric].agg(["mean", "std", "count"])
+        err = stats["std"].where(stats["count"] > 1)
+        ax.errorbar(stats.index, stats["mean"], yerr=None if err.isna().all() else err.fillna(0),
+                    marker=".", capsize=2, label=str(name), **style)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(LABELS.get(metric, metric))
+    ax.set_ylabel(ylabel or LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     return ax
 

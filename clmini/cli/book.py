@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clmini import notebooks
+from clmini.book import notebooks
 
 EXIT_FAILED = 1      # a cell raised, the kernel died, or the build failed
 EXIT_BAD_INPUT = 2   # a parameter, profile or path that does not fit (nothing was run)

@@ -13,12 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from clmini import runs
-from clmini.augment import AugmentConfig
-from clmini.data import DATASETS
+from clmini.engine import (ARCHS, DATASETS, MODES, MONITORS, OBJECTIVES, OPTIMIZERS, AugmentConfig, TrainConfig,
+                           load_run, loss_arguments, train_or_load)
+from clmini.engine import rundir
 from clmini.losses import LOSSES
-from clmini.models import ARCHS
-from clmini.train import MODES, OPTIMIZERS, TrainConfig, load_run, loss_arguments, train_or_load
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -29,6 +27,7 @@ _HELP = {
     "arch": "encoder architecture",
     "width": "small-cnn channel width (32 -> 32/64/128 channels)",
     "proj_dim": "output dimension of the projection head",
+    "objective": "contrastive (the --loss) or cross-entropy (a linear classifier on z; needs --mode supervised)",
     "loss": "loss (see clmini.losses.LOSSES)",
     "mode": "simclr: two views, labels = instance ids; supervised: labels = classes, class-balanced batches",
     "epochs": "training epochs (0: the random-init baseline)",
@@ -44,6 +43,7 @@ _HELP = {
     "monitor_train_size": "per-epoch kNN monitor: bank size",
     "monitor_test_size": "per-epoch kNN monitor: held-out queries",
     "probe_iters": "linear-probe L-BFGS iterations (at most)",
+    "monitors": "per-epoch extras to record: class-geometry (SINCERE's separation), probe (1-NN, 5-NN, linear probe)",
     "crop_scale": "random resized crop: area fraction range",
     "crop_ratio": "random resized crop: aspect-ratio range",
     "flip_p": "horizontal flip probability",
@@ -57,7 +57,7 @@ _HELP = {
     "blur_sigma": "Gaussian blur sigma range",
 }
 _CHOICES = {"dataset": DATASETS, "arch": ARCHS, "mode": MODES, "optimizer": OPTIMIZERS,
-            "loss": tuple(sorted(LOSSES))}
+            "loss": tuple(sorted(LOSSES)), "objective": tuple(OBJECTIVES), "monitors": tuple(MONITORS)}
 
 
 def _int_or_all(text: str) -> int | None:
@@ -71,6 +71,8 @@ def _option(parser: argparse.ArgumentParser, name: str, default, help_text: str,
     kwargs = dict(dest=name, default=argparse.SUPPRESS, help=f"{help_text} (default: {default})")
     if isinstance(default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(default, tuple) and not default:  # a list of names, possibly empty
+        kwargs.update(nargs="*", type=str, choices=choices, metavar=name.upper())
     elif isinstance(default, tuple):
         kwargs.update(nargs=len(default), type=type(default[0]), metavar=("MIN", "MAX"))
     else:
@@ -190,9 +192,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         run = load_run(args.run_dir)
-    except runs.CorruptRun as err:
+    except rundir.CorruptRun as err:
         print(f"error: {args.run_dir} is not a complete run ({err}).\nTo finish or redo it: "
-              f"python -m clmini pretrain --config {args.run_dir / runs.CONFIG}", file=sys.stderr)
+              f"python -m clmini pretrain --config {args.run_dir / rundir.CONFIG}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
         print(json.dumps(run.metrics, indent=1))

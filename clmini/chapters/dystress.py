@@ -1,53 +1,31 @@
-"""A temperature per pair (DySTreSS, Manna et al.): where it acts, what it does to the penalties.
+"""Chapter 3 (DySTreSS, Manna et al.): where a temperature per pair acts, and the structure it leaves.
 
 :class:`clmini.losses.CosineTemperature` gives every pair the temperature
 ``tau(s) = tau_min + (tau_max - tau_min) sin^2(pi s / 2)`` of its own similarity. This module holds
-what chapter 3 needs around it:
+what chapter 3 needs around it on the tensor side (its SymPy side, the ablation's formula and the
+relative penalty with a temperature per pair, is :mod:`clmini.symbolic.dystress`):
 
-- :func:`negatives_only_anchor_loss`: one anchor's loss in the ablation "``tau(s)`` on the
-  negatives only" (:class:`clmini.losses.DySTreSS` with ``positive_temperature``), as SymPy;
 - :func:`applied_temperatures` and :func:`temperature_histograms`: the temperatures a network's
   batch of augmented views actually receives, positive and negative pairs apart;
-- :func:`relative_penalty` (SymPy) and :func:`penalty_density` (NumPy): Wang & Liu's relative
-  penalty when each negative has its own temperature. With ``tau`` detached, negative ``j``'s
-  gradient is ``P_j / tau_j``, so its share among the negatives is
-  ``r_j = (e^{s_j/tau_j} / tau_j) / sum_k (e^{s_k/tau_k} / tau_k)`` **[derived]**: the ``1/tau_j``
-  that cancels for a fixed ``tau`` stays.
+- :func:`penalty_density` (NumPy): Wang & Liu's relative penalty of negatives spread over a
+  similarity grid when each has its own temperature, and :func:`intervals` to read it;
+- :func:`structure_metrics`: local (kNN at several ``k``) and global (class centroids) structure.
 """
 from __future__ import annotations
 
 import copy
-import functools
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
-import sympy as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clmini import symbolic
-from clmini.augment import AugmentConfig, augment
+from clmini.engine.augment import AugmentConfig, augment
 from clmini.losses import CosineTemperature, pair_masks, two_views
+from clmini.metrics import centroid_concentration, centroid_similarity, encode, knn_accuracies
 
-__all__ = ["negatives_only_anchor_loss",
-           "applied_temperatures", "temperature_histograms",
-           "DystressPenalty", "relative_penalty", "penalty_density", "intervals"]
-
-
-# --------------------------------------------------------------------------- the ablation's formula
-def negatives_only_anchor_loss(n_neg: int = 3) -> tuple[sp.Expr, tuple[sp.Symbol, ...], sp.Symbol]:
-    """One anchor's loss when only the negatives get ``tau(s)`` (``DySTreSS(positive_temperature=tau_p)``).
-
-    The explicit function (``tau`` not detached); returns ``(expr, (s_p1, s_n1, ...), tau_p)`` with
-    ``tau_p`` the positive's fixed temperature.
-    """
-    tau_p = sp.Symbol("tau_p", positive=True)
-    (positive,), negatives = symbolic.positive_similarities(1), symbolic.negative_similarities(n_neg)
-    numerator = sp.exp(positive / tau_p)
-    denominator = numerator + sp.Add(*(sp.exp(symbolic.dystress_logit(x)) for x in negatives))
-    return -sp.log(numerator / denominator), (positive, *negatives), tau_p
+__all__ = ["applied_temperatures", "temperature_histograms", "penalty_density", "intervals", "structure_metrics"]
 
 
 # --------------------------------------------------------------------------- applied temperatures
@@ -80,7 +58,7 @@ def applied_temperatures(model: nn.Module, images: Tensor, logit_map: CosineTemp
 def temperature_histograms(temperatures: Mapping[str, Tensor], tau_min: float, tau_max: float,
                            bins: int = 40) -> dict[str, list[float]]:
     """Densities of ``temperatures`` (from :func:`applied_temperatures`) on ``bins`` bins over
-    ``[tau_min, tau_max]``, in the format of :func:`clmini.evaluate.similarity_histograms`
+    ``[tau_min, tau_max]``, in the format of :func:`clmini.metrics.similarity_histograms`
     (``edges``, then one density per key; each integrates to 1)."""
     if not tau_max > tau_min:
         raise ValueError(f"need tau_max > tau_min for a histogram, got {tau_min}, {tau_max}")
@@ -90,35 +68,6 @@ def temperature_histograms(temperatures: Mapping[str, Tensor], tau_min: float, t
         counts = torch.histc(values.float(), bins=bins, min=tau_min, max=tau_max)
         result[key] = (counts / counts.sum().clamp(min=1) / width).tolist()
     return result
-
-
-# --------------------------------------------------------------------------- relative penalty
-@dataclass(frozen=True)
-class DystressPenalty:
-    """The relative penalty of negative ``s_n1`` under per-pair temperatures (detached).
-
-    ``derived``: ``dL/ds_n1 / sum_k dL/ds_nk`` from :func:`clmini.symbolic.dystress_gradients`;
-    ``form``: ``(e^{s_n1/tau_n1}/tau_n1) / sum_k (e^{s_nk/tau_nk}/tau_nk)``; they are equal.
-    ``fixed``: the same ratio when every ``tau_x`` is one ``tau`` (Wang & Liu eq. 5).
-    """
-
-    derived: sp.Expr
-    form: sp.Expr
-    fixed: sp.Expr
-
-
-@functools.lru_cache(maxsize=None)
-def relative_penalty(n_neg: int = 2) -> DystressPenalty:
-    """The relative penalty ``r_1`` of the first negative with a temperature per pair **[derived]**."""
-    gradients = symbolic.dystress_gradients(n_neg)
-    negatives = symbolic.negative_similarities(n_neg)
-    total = sp.Add(*(gradients.detached_form[x] for x in negatives))
-    derived = sp.simplify(gradients.detached_form[negatives[0]] / total)
-    temperature = {x: sp.Symbol(f"tau_{x.name[2:]}", positive=True) for x in negatives}
-    weight = {x: sp.exp(x / temperature[x]) / temperature[x] for x in negatives}
-    form = weight[negatives[0]] / sp.Add(*weight.values())
-    fixed = sp.simplify(form.subs({t: symbolic.tau for t in temperature.values()}))
-    return DystressPenalty(derived, form, fixed)
 
 
 def penalty_density(s: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -143,3 +92,25 @@ def intervals(x: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
     padded = np.concatenate([[False], mask, [False]]).astype(int)
     starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1) - 1
     return [(float(x[a]), float(x[b])) for a, b in zip(starts, ends)]
+
+
+@torch.no_grad()
+def structure_metrics(model: nn.Module, data, ks: Iterable[int] = (1, 10, 200), bank_size: int | None = None,
+                      test_size: int | None = None, t: float = 0.1) -> dict:
+    """Local and global structure of ``model`` on ``data`` (a :class:`~clmini.engine.data.ImageData`).
+
+    kNN (:func:`clmini.metrics.knn_accuracies`) on encoder features, as the engine's kNN; centroid similarity and
+    concentration on the normalised projections ``z`` of the test images, the space the loss
+    shapes. ``bank_size``/``test_size``: stratified subsets (seed 0, the same for every model) of
+    the train split (the kNN bank) and the test split; ``None``: all of it. Returns
+    ``{"knn@k": ..., "centroid_sim": ..., "centroid_norm": ...}``.
+    """
+    subset = data.subset(n_train=bank_size if bank_size and bank_size < data.train_y.numel() else None,
+                         n_test=test_size if test_size and test_size < data.test_y.numel() else None, seed=0)
+    train_h, _ = encode(model, subset.train_x)
+    test_h, test_z = encode(model, subset.test_x)
+    result = {f"knn@{k}": acc for k, acc in knn_accuracies(train_h, subset.train_y, test_h, subset.test_y,
+                                                        ks, t).items()}
+    result["centroid_sim"] = centroid_similarity(test_z, subset.test_y)
+    result["centroid_norm"] = centroid_concentration(test_z, subset.test_y)
+    return result

@@ -1,6 +1,6 @@
 """What every chapter's experiment does: a base config, variants of it, their runs, one table.
 
-A chapter describes its runs as *variants* of one base :class:`~clmini.train.TrainConfig` (a loss
+A chapter describes its runs as *variants* of one base :class:`~clmini.engine.TrainConfig` (a loss
 and its arguments, a seed, ...). :func:`run_variants` trains or loads each one from the run cache,
 so chapters that share a base config share their runs: chapter 2 reuses chapter 1's temperature
 sweep without retraining. :func:`results_table` turns runs into a ``pandas`` table (one row per
@@ -19,7 +19,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from clmini.train import Run, TrainConfig, train_or_load
+from clmini.engine import Run, TrainConfig, train_or_load
 
 # Final metrics shown in the chapters' tables (keys of ``Run.metrics``).
 METRICS = ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment", "separation",

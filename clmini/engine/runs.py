@@ -1,0 +1,133 @@
+"""The run cache: :func:`train_or_load` is the one entry point of training.
+
+A :class:`~clmini.engine.config.TrainConfig` hashes to ``<runs_dir>/<hash>/``
+(:mod:`clmini.engine.rundir`); a complete run there is loaded, a partial one resumes from its last
+checkpoint, a corrupt one is redone. Every objective (contrastive losses, the cross-entropy
+baseline) goes through the same path.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clmini.engine import rundir
+from clmini.engine.config import ENGINE_VERSION, TrainConfig
+from clmini.engine.data import ImageData, load_dataset
+from clmini.engine.evaluation import evaluate_representation
+from clmini.engine.models import ContrastiveNet, build_model
+from clmini.engine.trainer import Trainer
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when present, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: CUDA was requested but is not available (use 'auto' or 'cpu')")
+    return device
+
+
+@dataclass
+class Run:
+    """A finished run: its directory, config, per-epoch history and final metrics."""
+
+    dir: Path
+    config: TrainConfig
+    history: list[dict]
+    metrics: dict
+
+    def model(self, device: str | torch.device = "cpu") -> ContrastiveNet:
+        """The trained network (weights loaded with ``weights_only=True``)."""
+        state = rundir.torch_load(self.dir / rundir.WEIGHTS)
+        channels = state["standardize.mean"].shape[1]
+        model = build_model(self.config.arch, channels, [0.0] * channels, [1.0] * channels,
+                            self.config.proj_dim, self.config.width)
+        model.load_state_dict(state)  # also restores the standardisation buffers
+        return model.to(resolve_device(device)).eval()
+
+
+def load_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
+    """Load a complete run; :class:`clmini.engine.rundir.CorruptRun` if it is partial or damaged."""
+    run_dir = Path(run_dir)
+    metrics = rundir.verify_complete(run_dir, expected_hash)
+    config = TrainConfig.from_dict(rundir.read_json(run_dir / rundir.CONFIG)["config"])
+    if config.hash != metrics["config_hash"]:
+        raise rundir.CorruptRun(f"{run_dir}: config.json does not hash to {metrics['config_hash']} "
+                              f"(written by another engine version?)")
+    return Run(run_dir, config, rundir.read_json(run_dir / rundir.HISTORY), metrics)
+
+
+def default_runs_dir() -> Path:
+    """``$CLMINI_RUNS`` if set, else ``runs`` (relative to the working directory)."""
+    return Path(os.environ.get("CLMINI_RUNS") or "runs")
+
+
+def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, device: str | torch.device = "auto",
+                  root: str | Path | None = None, download: bool = False, progress: bool = True,
+                  checkpoint_every: float = 60.0, data: ImageData | None = None) -> Run:
+    """The run for ``config``: loaded if complete, otherwise trained (resuming if possible).
+
+    ``runs_dir``: the run cache (default: :func:`default_runs_dir`).
+    ``checkpoint_every``: seconds between mid-epoch checkpoints (every epoch end is one too).
+    ``data``: an already loaded data set to use instead of loading ``config.dataset`` (it must
+    be that data set, whole: the ``n_train`` subset is taken here).
+    """
+    run_dir = Path(runs_dir or default_runs_dir()) / config.hash
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.locked(run_dir):
+        try:
+            return load_run(run_dir, config.hash)
+        except rundir.CorruptRun as err:
+            if (run_dir / rundir.METRICS).exists():
+                rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), str(err))
+        device = resolve_device(device)
+        rundir.atomic_write_json(run_dir / rundir.CONFIG, {"hash": config.hash, "engine_version": ENGINE_VERSION,
+                                                       "config": config.to_dict()})
+        if data is None:
+            data = load_dataset(config.dataset, root, download=download, device=device)
+        elif data.name != config.dataset:
+            raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
+        trainer = Trainer(config, data.to(device), device)
+        _resume(trainer, run_dir)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+        trainer.fit(lambda: rundir.atomic_torch_save(run_dir / rundir.CHECKPOINT, trainer.state_dict()),
+                    rundir.periodic(checkpoint_every, time.monotonic), progress)
+        _finish(trainer, run_dir, device)
+    return load_run(run_dir, config.hash)
+
+
+def _resume(trainer: Trainer, run_dir: Path) -> None:
+    path = run_dir / rundir.CHECKPOINT
+    if not path.exists():
+        return
+    try:
+        trainer.load_state_dict(rundir.torch_load(path))
+    except (rundir.CorruptRun, KeyError, RuntimeError, ValueError) as err:
+        rundir.discard(run_dir, (rundir.CHECKPOINT,), f"unusable checkpoint ({err})")
+
+
+def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
+    """Evaluate, write weights, history and (last) metrics; drop the checkpoint."""
+    config = trainer.config
+    start = time.perf_counter()
+    metrics = evaluate_representation(
+        trainer.model, trainer.data, knn_k=config.knn_k, eval_train_size=config.eval_train_size,
+        probe_iters=config.probe_iters, augment_config=config.augment)
+    metrics.update(trainer.objective.final_metrics(trainer.model, trainer.data))
+    rundir.atomic_torch_save(run_dir / rundir.WEIGHTS, trainer.model.state_dict())
+    rundir.atomic_write_json(run_dir / rundir.HISTORY, trainer.history)
+    metrics.update(
+        config_hash=config.hash, engine_version=ENGINE_VERSION,
+        final_loss=trainer.history[-1].get("loss"), epochs_trained=trainer.epoch,
+        steps_per_epoch=trainer.steps_per_epoch, device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        torch_version=torch.__version__, train_seconds=trainer.train_seconds,
+        eval_seconds=time.perf_counter() - start, sha256=rundir.digests(run_dir))
+    rundir.atomic_write_json(run_dir / rundir.METRICS, metrics)
+    (run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)

@@ -1,0 +1,226 @@
+"""The training loop of one run: batches, views, the objective, the schedule, per-epoch monitoring.
+
+Two modes share one loop. ``simclr``: each batch holds two augmented views of ``B`` images and the
+labels are instance ids, so each view's only positive is its twin. ``supervised``: the same two
+views, labels are classes and batches are class-balanced (SupCon/SINCERE setups).
+
+Every random choice is drawn from a generator seeded by ``(seed, epoch[, step])``: the batch order
+of an epoch, the augmentations of a step. Nothing depends on how the process got to that step, so a
+run resumed from a checkpoint in the middle of an epoch continues exactly where the killed one
+would have gone, and on the CPU ends with the same numbers.
+
+The trainer knows no loss and no chapter: what it minimises is an
+:class:`~clmini.engine.objectives.Objective`, what it records beyond loss, similarities, kNN,
+uniformity and tolerance comes through the hooks of :mod:`clmini.engine.hooks`.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from clmini.engine import rundir
+from clmini.engine.augment import augment
+from clmini.engine.config import TrainConfig
+from clmini.engine.data import ImageData, class_balanced_batches
+from clmini.engine.hooks import MONITORS, Batch, Monitor
+from clmini.engine.models import ContrastiveNet, build_model
+from clmini.engine.objectives import make_objective
+from clmini.losses import pair_masks
+from clmini.metrics import autocast, encode, knn_accuracy, tolerance, uniformity
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed from integers: distinct streams for each (seed, epoch, step)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over ``warmup_epochs`` (at most the whole run), then cosine decay to 0."""
+    total = config.epochs * steps_per_epoch
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """The training state of one run and the loop that advances it.
+
+    ``epoch``/``step`` is the position of the next step; :meth:`state_dict` captures everything
+    needed to continue from there (weights, optimiser, the epoch's running sums, the history).
+    """
+
+    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
+        """``data``: the whole data set on ``device``. Training uses its ``n_train`` subset (of
+        ``config.classes`` when given); monitoring and the final evaluation use the whole train
+        split (of those classes) as labelled reference."""
+        if config.classes is not None:
+            data = data.select_classes(config.classes)
+        self.config, self.data, self.device = config, data, device
+        self.train_data = data if config.n_train is None else data.subset(n_train=config.n_train, seed=config.seed)
+        mean, std = data.channel_stats()
+        # Initialised on the CPU under the run's seed, then moved: the same start on any device.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = build_model(config.arch, data.channels, mean, std, config.proj_dim, config.width)
+        self.model: ContrastiveNet = model.to(device)
+        self.objective = make_objective(config, data.n_classes).to(device)
+        # The network's parameters, then the objective's own (a classifier), if any.
+        params = [{"params": list(self.model.parameters())}]
+        if any(True for _ in self.objective.parameters()):
+            params.append({"params": list(self.objective.parameters())})
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                             weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_per_epoch = len(self.epoch_batches(0))
+        # Fixed stratified subsets (seed 0, not the run's): every run is monitored on the same images.
+        self.monitor = data.subset(min(config.monitor_train_size, data.train_y.numel()),
+                                   min(config.monitor_test_size, data.test_y.numel()), seed=0)
+        self.epoch, self.step = 0, 0
+        self.sums: dict[str, Tensor] = {}  # per-step statistics summed over the epoch (on the device: no sync per step)
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+
+    # -- batches ------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> Tensor:
+        """Indices ``[steps, batch]`` of the training images of each step of ``epoch``."""
+        config, labels = self.config, self.train_data.train_y.cpu()
+        generator = torch.Generator().manual_seed(derived_seed(config.seed, epoch))
+        if config.mode == "supervised":
+            batches = class_balanced_batches(labels, config.batch_size, generator, config.classes_per_batch)
+        else:
+            n = labels.numel()
+            if config.batch_size > n:
+                raise ValueError(f"batch_size {config.batch_size} exceeds the {n} training images")
+            steps = n // config.batch_size  # drop the incomplete last batch
+            batches = torch.randperm(n, generator=generator)[:steps * config.batch_size]
+            batches = batches.view(steps, config.batch_size)
+        return batches.to(self.device)
+
+    def batch_labels(self, index: Tensor) -> Tensor:
+        """Labels of the ``2B`` views ``[view 1 of all images, view 2 of all images]``."""
+        ids = self.train_data.train_y[index] if self.config.mode == "supervised" else \
+            torch.arange(index.numel(), device=self.device)
+        return torch.cat([ids, ids])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train_step(self, index: Tensor, generator: torch.Generator, lr: float) -> None:
+        images = self.train_data.train_x[index]
+        views = augment(torch.cat([images, images]), generator, self.config.augment)
+        labels = self.batch_labels(index)
+        with autocast(self.device):
+            z = self.model(views)
+            outputs = self.objective(z)
+        loss = self.objective.loss(outputs, labels)  # float32, whatever autocast did
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step}: lower lr "
+                f"(now {lr:g}) or check the loss parameters {self.config.loss_args}")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        for name, value in self.step_statistics(loss.detach(), z.detach().float(), labels).items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def step_statistics(self, loss: Tensor, z: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Loss and mean positive/negative similarity of a batch, and what the objective adds
+        (float64 0-d tensors)."""
+        z = torch.nn.functional.normalize(z, dim=1)
+        sim = z @ z.T
+        positives, negatives = pair_masks(labels)
+        stats = {"loss": loss, "pos_sim": sim[positives].mean(), "neg_sim": sim[negatives].mean()}
+        stats.update(self.objective.batch_statistics(Batch(z, labels, sim, positives, negatives)))
+        return {name: value.double() for name, value in stats.items()}
+
+    def fit(self, checkpoint: Callable[[], None] = lambda: None, checkpoint_due: Callable[[], bool] =
+            lambda: False, progress: bool = True) -> None:
+        """Train from the current position to the end, calling ``checkpoint`` when it is due
+        (between steps) and at the end of every epoch."""
+        # tqdm.auto picks the notebook widget when it can and warns when ipywidgets is missing:
+        # only ask for it when a bar is wanted (notebooks pass progress=False).
+        if progress:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+
+        config = self.config
+        if not self.history:
+            self.history.append(self.monitor_record(0, {}))  # epoch 0: the random initialisation
+        total = config.epochs * self.steps_per_epoch
+        bar = tqdm(total=total, initial=self.epoch * self.steps_per_epoch + self.step,
+                   disable=not progress, desc=f"{config.loss} {config.hash}", unit="step",
+                   dynamic_ncols=True)
+        self.model.train()
+        while self.epoch < config.epochs:
+            batches = self.epoch_batches(self.epoch)
+            while self.step < self.steps_per_epoch:
+                start = time.perf_counter()
+                generator = torch.Generator().manual_seed(  # CPU: augment draws its parameters there
+                    derived_seed(config.seed, self.epoch, self.step))
+                global_step = self.epoch * self.steps_per_epoch + self.step
+                self.train_step(batches[self.step], generator,
+                                learning_rate(config, global_step, self.steps_per_epoch))
+                self.step += 1
+                self.train_seconds += time.perf_counter() - start
+                bar.update()
+                if self.step < self.steps_per_epoch and checkpoint_due():
+                    checkpoint()
+            self.end_epoch()
+            bar.set_postfix(loss=f"{self.history[-1]['loss']:.4f}",
+                            knn=f"{self.history[-1]['knn_acc']:.3f}")
+            checkpoint()
+        bar.close()
+
+    def end_epoch(self) -> None:
+        stats = {name: float(total / self.steps_per_epoch) for name, total in self.sums.items()}
+        stats["lr"] = learning_rate(self.config, (self.epoch + 1) * self.steps_per_epoch - 1,
+                                    self.steps_per_epoch)
+        self.history.append(self.monitor_record(self.epoch + 1, stats))
+        self.epoch, self.step = self.epoch + 1, 0
+        self.sums = {}
+
+    def monitor_record(self, epoch: int, stats: dict) -> dict:
+        """One history record: the epoch's training statistics and a held-out check (kNN accuracy
+        of the features ``h``, uniformity and tolerance of the projections ``z``), plus what the
+        config's monitors (:data:`clmini.engine.hooks.MONITORS`) measure on the same encodings."""
+        m = self.monitor
+        train_h, train_z = encode(self.model, m.train_x)
+        test_h, test_z = encode(self.model, m.test_x)
+        knn = knn_accuracy(train_h, m.train_y, test_h, m.test_y, k=min(self.config.knn_k, len(m.train_y)))
+        record = {"epoch": epoch, **stats, "knn_acc": knn, "uniformity": uniformity(test_z),
+                  "tolerance": tolerance(test_z, m.test_y)}
+        encoded = Monitor(train_h, train_z, m.train_y, test_h, test_z, m.test_y, self.config.probe_iters)
+        for name in self.config.monitors:
+            record.update(MONITORS[name](encoded))
+        return record
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"config_hash": self.config.hash, "epoch": self.epoch, "step": self.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "objective": self.objective.state_dict(),
+                "sums": {name: value.cpu() for name, value in self.sums.items()},
+                "history": self.history, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("config_hash") != self.config.hash:
+            raise rundir.CorruptRun(f"checkpoint belongs to run {state.get('config_hash')}, "
+                                  f"not {self.config.hash}")
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.sums = {name: value.to(self.device) for name, value in state["sums"].items()}
+        self.history = state["history"]
+        self.train_seconds = state["train_seconds"]
