@@ -94,8 +94,8 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These two commands alone (``python -m clmini.cli_book``), e.g. while the rest is being built."""
-    parser = argparse.ArgumentParser(prog="python -m clmini.cli_book")
+    """These two commands alone (``python -m clmini.cli.book``), e.g. while the rest is being built."""
+    parser = argparse.ArgumentParser(prog="python -m clmini.cli.book")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

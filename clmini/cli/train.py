@@ -1,7 +1,7 @@
 """``python -m clmini pretrain`` (train or load a cached run) and ``python -m clmini evaluate RUN_DIR``.
 
-The ``pretrain`` options are generated from :class:`~clmini.train.TrainConfig`,
-:class:`~clmini.augment.AugmentConfig` and the constructor arguments of the losses, so every
+The ``pretrain`` options are generated from :class:`~clmini.engine.TrainConfig`,
+:class:`~clmini.engine.AugmentConfig` and the constructor arguments of the losses, so every
 hyperparameter is reachable and ``--help`` lists them all. The config is built and validated
 (loss included) before any data is loaded: a bad value is an error naming the option, at once.
 """

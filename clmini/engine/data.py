@@ -3,7 +3,7 @@
 Contrastive training on small images is bound by the input pipeline when every image goes through
 PIL and a ``DataLoader`` worker. Here a data set is loaded once into ``uint8`` tensors
 ``[N, C, H, W]`` (Fashion-MNIST train is 47 MB) that live on the training device; batches are
-index lookups and augmentation runs batched on the same device (:mod:`clmini.augment`).
+index lookups and augmentation runs batched on the same device (:mod:`clmini.engine.augment`).
 
 Fashion-MNIST works offline: it is looked up under the ``root`` the caller passes, under
 ``$CLMINI_DATA``, then in Debian's ``dataset-fashion-mnist`` files, and downloaded through

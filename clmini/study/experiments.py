@@ -19,7 +19,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from clmini.engine import Run, TrainConfig, train_or_load
+from clmini.engine import Run, TrainConfig, load_dataset, resolve_device, train_or_load
 
 # Final metrics shown in the chapters' tables (keys of ``Run.metrics``).
 METRICS = ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment", "separation",
@@ -65,13 +65,10 @@ def run_variants(configs: Iterable[TrainConfig], runs_dir: str | Path | None = N
                  **kwargs) -> list[Run]:
     """Train (or load from the cache) each config in order; each data set is loaded once.
 
-    ``runs_dir``: the run cache (default ``$CLMINI_RUNS`` or ``runs``, as :func:`clmini.train.train_or_load`).
-    ``data``: an already loaded :class:`~clmini.data.ImageData` for every config (tests, notebooks
+    ``runs_dir``: the run cache (default ``$CLMINI_RUNS`` or ``runs``, as :func:`clmini.engine.train_or_load`).
+    ``data``: an already loaded :class:`~clmini.engine.data.ImageData` for every config (tests, notebooks
     that loaded it anyway); otherwise ``root``/``download`` are passed to the loader.
     """
-    from clmini.data import load_dataset
-    from clmini.train import resolve_device
-
     loaded = {} if data is None else {data.name: data}
     result = []
     for config in configs:
@@ -94,7 +91,7 @@ def describe(config: TrainConfig) -> dict:
 def results_table(runs: Iterable[Run], metrics: Iterable[str] = METRICS, **extra_columns) -> pd.DataFrame:
     """One row per run: :func:`describe` columns, the final metrics, training time, run id.
 
-    ``extra_columns``: name -> function of a :class:`~clmini.train.Run` (e.g. a label).
+    ``extra_columns``: name -> function of a :class:`~clmini.engine.Run` (e.g. a label).
     """
     rows = []
     for run in runs:

@@ -46,7 +46,7 @@ def metric_point(table: pd.DataFrame, metric: str, at: float, *, label: str, ax,
 
 def similarity_histogram(histograms: dict, *, ax=None, title: str | None = None,
                          names: tuple[str, str] = ("positive pairs", "negative pairs")):
-    """Densities over cosine similarity from :func:`clmini.evaluate.similarity_histograms`."""
+    """Densities over cosine similarity from :func:`clmini.metrics.similarity_histograms`."""
     ax = _axes(ax)
     edges = np.asarray(histograms["edges"])
     centres, width = (edges[1:] + edges[:-1]) / 2, edges[1] - edges[0]

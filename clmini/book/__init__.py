@@ -1,0 +1,1 @@
+"""Chapters as executable notebooks: parameters and profiles, the papermill runner, the book build."""
