@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from clmini.data import ImageData
+from clmini.engine.data import ImageData
 
 
 def pattern_images(n: int, n_classes: int = 4, size: int = 28, channels: int = 1, seed: int = 0):
@@ -118,7 +118,7 @@ def write_stl10(root: Path, n: int = 3) -> dict[str, np.ndarray]:
 def killed_at_checkpoint(monkeypatch, n: int):
     """The block's run is "killed" right after its ``n``-th checkpoint write: that write completes,
     then ``KeyboardInterrupt`` ends the block (which must happen). Saving is restored afterwards."""
-    from clmini import runs
+    from clmini.engine import rundir as runs
 
     original = runs.atomic_torch_save
     count = 0

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from clmini.augment import (BLUR_SIGMA, BRIGHTNESS, CONTRAST, GRAY, THETA, AugmentConfig, apply_view_params, augment,
+from clmini.engine.augment import (BLUR_SIGMA, BRIGHTNESS, CONTRAST, GRAY, THETA, AugmentConfig, apply_view_params, augment,
                             gaussian_blur, rotate_hue, sample_view_params, view_grid)
 
 # Everything off: augment() must then return the images unchanged.

@@ -45,7 +45,7 @@ def test_bad_values_fail_before_any_work(tmp_path, capsys, argv, message):
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    from clmini import data
+    from clmini.engine import data
 
     monkeypatch.delenv("CLMINI_DATA", raising=False)
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from clmini import data as data_module
-from clmini.data import (ImageData, class_balanced_batches, fashion_mnist_search_path, load_dataset,
+from clmini.engine import data as data_module
+from clmini.engine.data import (ImageData, class_balanced_batches, fashion_mnist_search_path, load_dataset,
                          read_idx, stratified_indices)
 from engine_helpers import write_cifar, write_fashion_mnist, write_idx, write_stl10, write_svhn
 

@@ -9,7 +9,7 @@ import sympy as sp
 import torch
 
 from clmini import symbolic as S
-from clmini.equal_negatives import K, aligned_positive, equal_negatives, s_neg, s_pos
+from clmini.symbolic.equal_negatives import K, aligned_positive, equal_negatives, s_neg, s_pos
 from clmini.losses import InfoNCE, TemperatureFree
 
 

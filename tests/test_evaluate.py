@@ -1,4 +1,4 @@
-"""clmini.evaluate: each metric on inputs whose value is known in closed form."""
+"""clmini.metrics: each metric on inputs whose value is known in closed form."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clmini.evaluate import (alignment, embedding_separation, knn_accuracy, linear_probe, mean_pair_similarity,
-                             nearest_class_similarities, similarity_histograms, tolerance, uniformity)
+from clmini.metrics import (alignment, class_separation, embedding_separation, knn_accuracy, linear_probe,
+                            mean_pair_similarity, similarity_histograms, tolerance, uniformity)
 
 
 def simplex(n: int) -> torch.Tensor:
@@ -94,8 +94,10 @@ def test_embedding_separation_closed_form():
     expected = float((angles.cos().median() - angles.sin().median()).abs())
     value = embedding_separation(train, torch.tensor([0, 1]), test, torch.zeros(3, dtype=torch.long))
     assert value == pytest.approx(expected, abs=1e-6)
-    same, other = nearest_class_similarities(train, torch.tensor([0, 1]), test, torch.zeros(3, dtype=torch.long))
+    terms = class_separation(train, torch.tensor([0, 1]), test, torch.zeros(3, dtype=torch.long))
+    same, other = terms["nearest_same_sim"], terms["nearest_other_sim"]
     assert same == pytest.approx(math.cos(0.2), abs=1e-6) and other == pytest.approx(math.sin(0.2), abs=1e-6)
+    assert terms["separation"] == value
 
 
 def test_pair_similarities_and_histograms():

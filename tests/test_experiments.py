@@ -5,8 +5,8 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from clmini import plots  # noqa: E402
-from clmini.experiments import (  # noqa: E402
+from clmini.study import plots  # noqa: E402
+from clmini.study.experiments import (  # noqa: E402
     baseline, best, enough_training, history_table, results_table, run_variants, seed_summary, simclr_config,
     variant,
 )

@@ -143,3 +143,9 @@ def test_logit_maps_carry_the_symbolic_maps():
     schedule = S.lambdify(S.dystress_temperature(S.s), (S.s, S.tau_min, S.tau_max))
     torch.testing.assert_close(cosine.temperature(grid), torch.as_tensor(schedule(grid.numpy(), 0.07, 0.2)),
                                rtol=1e-14, atol=1e-15)
+    # each map's forward is its own SymPy expression at its own parameter values
+    inside = torch.linspace(-0.99, 0.99, 41, dtype=torch.float64)
+    for logit_map in (Scaled(0.3), Artanh(), cosine):
+        exact = S.lambdify(logit_map.symbolic(S.s).subs(logit_map.symbol_values()), (S.s,))
+        torch.testing.assert_close(logit_map(inside), torch.as_tensor(exact(inside.numpy()), dtype=torch.float64),
+                                   rtol=1e-12, atol=1e-12)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from clmini.models import ProjectionHead, SmallCNN, build_model, resnet18_cifar
+from clmini.engine.models import ProjectionHead, SmallCNN, build_model, resnet18_cifar
 
 
 def test_small_cnn_shapes_and_size():

@@ -7,11 +7,9 @@ import torch
 
 from clmini import symbolic as S
 from clmini.losses import CosineTemperature, DySTreSS, InfoNCE
-from clmini.models import build_model
-from clmini.pair_temperature import (
-    applied_temperatures, negatives_only_anchor_loss, penalty_density, relative_penalty,
-    temperature_histograms,
-)
+from clmini.engine.models import build_model
+from clmini.chapters.dystress import applied_temperatures, intervals, penalty_density, temperature_histograms
+from clmini.symbolic import dystress_relative_penalty, negatives_only_anchor_loss
 from engine_helpers import pattern_data
 
 LABELS = torch.tensor([0, 0, 1, 2, 3])  # anchor 0: positive 1, negatives 2, 3, 4
@@ -94,7 +92,7 @@ def test_applied_temperatures_counts_range_and_repeatability():
 
 
 def test_relative_penalty_with_pair_temperatures():
-    penalty = relative_penalty(2)
+    penalty = dystress_relative_penalty(2)
     assert sp.simplify(penalty.derived - penalty.form) == 0
     assert sp.simplify(penalty.fixed - S.relative_penalty(2)[0]) == 0
 
@@ -111,7 +109,6 @@ def test_penalty_density_integrates_to_one_and_reduces_to_eq5():
 
 
 def test_intervals():
-    from clmini.pair_temperature import intervals
     x = np.arange(8.0)
     assert intervals(x, [1, 1, 0, 0, 1, 0, 1, 1]) == [(0.0, 1.0), (4.0, 4.0), (6.0, 7.0)]
     assert intervals(x, np.zeros(8)) == []

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from clmini import report
+from clmini.study import report
 
 
 def test_mean_std_one_and_several_values():

@@ -1,30 +1,45 @@
-"""Local vs global structure metrics: kNN at several k equals the engine's kNN, centroids in closed form."""
+"""Local vs global structure: kNN at several k against a brute-force kNN, centroids in closed form,
+chapter 3's structure_metrics on a network."""
 import math
 
 import pytest
 import torch
 
-from clmini.evaluate import knn_accuracy
-from clmini.models import build_model
-from clmini.structure import centroid_concentration, centroid_similarity, class_centroids, knn_profile, structure_metrics
+from clmini.chapters.dystress import structure_metrics
+from clmini.engine.models import build_model
+from clmini.metrics import centroid_concentration, centroid_similarity, class_centroids, knn_accuracies, knn_accuracy
 from engine_helpers import pattern_data
 
 
-def test_knn_profile_equals_knn_accuracy_for_every_k():
+def brute_force_knn(train, train_y, test, test_y, k, t=0.1):
+    """The weighted kNN written out: full sort of the cosine similarities, votes exp(s / t) per class."""
+    sim = torch.nn.functional.normalize(test.double(), dim=1) @ torch.nn.functional.normalize(train.double(), dim=1).T
+    order = sim.argsort(dim=1, descending=True)[:, :k]
+    correct = 0
+    for row, neighbours in enumerate(order):
+        votes = {}
+        for j in neighbours.tolist():
+            votes[int(train_y[j])] = votes.get(int(train_y[j]), 0.0) + math.exp(float(sim[row, j]) / t)
+        correct += max(votes, key=votes.get) == int(test_y[row])
+    return correct / len(test_y)
+
+
+def test_knn_accuracies_equal_a_brute_force_knn_for_every_k():
     g = torch.Generator().manual_seed(0)
     train, test = torch.randn(300, 16, generator=g), torch.randn(70, 16, generator=g)
     train_y, test_y = torch.randint(0, 5, (300,), generator=g), torch.randint(0, 5, (70,), generator=g)
     ks = [1, 7, 50, 300]
-    profile = knn_profile(train, train_y, test, test_y, ks)
+    profile = knn_accuracies(train, train_y, test, test_y, ks)
     assert list(profile) == ks
     for k in ks:
-        assert profile[k] == knn_accuracy(train, train_y, test, test_y, k=k)
+        assert profile[k] == brute_force_knn(train, train_y, test, test_y, k)
+        assert knn_accuracy(train, train_y, test, test_y, k=k) == profile[k]
 
 
 @pytest.mark.parametrize("ks", [[0], [302], []])
-def test_knn_profile_rejects_bad_k(ks):
+def test_knn_accuracies_reject_bad_k(ks):
     with pytest.raises(ValueError):
-        knn_profile(torch.randn(301, 4), torch.zeros(301, dtype=torch.long), torch.randn(3, 4),
+        knn_accuracies(torch.randn(301, 4), torch.zeros(301, dtype=torch.long), torch.randn(3, 4),
                     torch.zeros(3, dtype=torch.long), ks)
 
 

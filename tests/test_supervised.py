@@ -1,6 +1,7 @@
-"""clmini.supervised: repulsion statistics vs the symbolic result, the cross-entropy baseline, comparisons."""
+"""clmini.chapters.supcon_sincere: repulsion statistics vs the symbolic result, run names, comparisons."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -8,13 +9,12 @@ import torch
 
 from clmini import symbolic
 from clmini.losses import SINCERE, ContrastiveLoss, Scaled, SupCon, pair_masks
-from clmini.models import build_model
-from clmini.supervised import (Trainer, anchor_gradients, batch_repulsion, closed_form_gradients,
-                               clustered_batch, compare, cross_entropy_config, cross_entropy_hash,
-                               cross_entropy_or_load, embedding_batches, positives_per_anchor,
-                               is_cross_entropy, repulsion_statistics, run_label, sincere_bound_value)
-from clmini.train import TrainConfig, train_or_load
-from engine_helpers import killed_at_checkpoint, pattern_data
+from clmini.engine.models import build_model
+from clmini.chapters.supcon_sincere import (anchor_gradients, batch_repulsion, closed_form_gradients, clustered_batch,
+                                            compare, embedding_batches, is_cross_entropy, positives_per_anchor,
+                                            repulsion_statistics, run_label, sincere_bound_value)
+from clmini.engine import TrainConfig, train_or_load
+from engine_helpers import pattern_data
 
 DENOMINATOR = {"supcon": "all", "sincere": "positive+negatives"}
 LOSS = {"supcon": SupCon, "sincere": SINCERE}
@@ -125,44 +125,6 @@ def test_embedding_batches_and_batch_repulsion(data):
     assert 0 <= batch_repulsion(SupCon(0.1), batches)["share"] <= 1
 
 
-# -- cross-entropy baseline --------------------------------------------------------------------
-
-def test_cross_entropy_config_and_hash():
-    supcon, sincere = tiny(loss="supcon", loss_args={"temperature": 0.05}), tiny(loss="sincere")
-    assert cross_entropy_config(supcon) == cross_entropy_config(sincere)
-    key = cross_entropy_hash(cross_entropy_config(supcon))
-    assert key != cross_entropy_config(supcon).hash and len(key) == 16
-    assert cross_entropy_hash(cross_entropy_config(tiny(seed=1))) != key
-    assert cross_entropy_config(TrainConfig()).mode == "supervised"
-
-
-def test_cross_entropy_run_trains_caches_and_is_evaluated_like_the_others(tmp_path, data, monkeypatch):
-    base = tiny(epochs=3)
-    run = cross_entropy_or_load(base, tmp_path, device="cpu", data=data, progress=False)
-    assert run.dir.name == cross_entropy_hash(cross_entropy_config(base))
-    assert [r["epoch"] for r in run.history] == [0, 1, 2, 3]
-    assert run.history[-1]["loss"] < run.history[1]["loss"]
-    for key in ("knn_acc", "linear_probe_acc", "separation", "classifier_acc", "nearest_other_sim"):
-        assert math.isfinite(run.metrics[key])
-    assert 0 <= run.metrics["classifier_acc"] <= 1 and run.metrics["knn_acc"] > 0.5  # four classes, chance 0.25
-    assert "knn1_acc" in run.history[-1]
-    assert run.model().head[0].in_features == 16  # the engine's network, loadable the same way
-    # loaded, not retrained
-    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("retrained a complete run"))
-    again = cross_entropy_or_load(base, tmp_path, device="cpu", data=data, progress=False)
-    assert again.metrics == run.metrics
-    # a contrastive run of the same base lives elsewhere
-    monkeypatch.undo()
-    contrastive = train_or_load(base, tmp_path, device="cpu", data=data, progress=False)
-    assert contrastive.dir != run.dir and "classifier_acc" not in contrastive.metrics
-
-
-def test_cross_entropy_on_a_class_subset(tmp_path, data):
-    run = cross_entropy_or_load(tiny(epochs=1, classes=(0, 2)), tmp_path, device="cpu", data=data,
-                                progress=False)
-    assert run.metrics["eval_test_size"] == 32 and 0 <= run.metrics["classifier_acc"] <= 1
-
-
 # -- comparisons -------------------------------------------------------------------------------
 
 def test_compare_verdicts():
@@ -194,23 +156,6 @@ def test_run_labels(tmp_path, data):
     base = tiny(epochs=1, loss="sincere", loss_args={"temperature": 0.05})
     assert run_label(train_or_load(base, tmp_path, device="cpu", data=data, progress=False)) == "SINCERE τ=0.05"
     assert run_label(train_or_load(tiny(epochs=0), tmp_path, device="cpu", data=data, progress=False)) == "random init"
-    ce = cross_entropy_or_load(base, tmp_path, device="cpu", data=data, progress=False)
+    ce = train_or_load(dataclasses.replace(base, objective="cross-entropy"), tmp_path, device="cpu", data=data,
+                       progress=False)
     assert run_label(ce) == "cross-entropy" and is_cross_entropy(ce)
-
-
-def test_an_interrupted_cross_entropy_run_resumes_with_identical_results(tmp_path, data, monkeypatch):
-    from clmini import runs
-
-    base = tiny(epochs=2)
-    reference = cross_entropy_or_load(base, tmp_path / "a", device="cpu", data=data, progress=False)
-    # 8 checkpoints per epoch (7 between steps, 1 at the end): the 10th is after epoch 1, step 2
-    with killed_at_checkpoint(monkeypatch, 10):
-        cross_entropy_or_load(base, tmp_path / "b", device="cpu", data=data, progress=False, checkpoint_every=0)
-    key = cross_entropy_hash(cross_entropy_config(base))
-    state = runs.torch_load(tmp_path / "b" / key / runs.CHECKPOINT)
-    assert state["config_hash"] == key and (state["epoch"], state["step"]) == (1, 2) and "classifier" in state
-    resumed = cross_entropy_or_load(base, tmp_path / "b", device="cpu", data=data, progress=False)
-    assert resumed.history == reference.history
-    timing = ("train_seconds", "eval_seconds")
-    assert ({k: v for k, v in resumed.metrics.items() if k not in timing}
-            == {k: v for k, v in reference.metrics.items() if k not in timing})

@@ -1,6 +1,7 @@
-"""clmini.train: configs and their hashes, the loop, the run cache, resuming after a kill."""
+"""clmini.engine: configs and their hashes, the loop and its hooks, the run cache, resuming after a kill."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -13,10 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from clmini import runs
-from clmini import train as train_module
-from clmini.augment import AugmentConfig
-from clmini.train import TrainConfig, Trainer, learning_rate, load_run, train_or_load
+from clmini.engine import rundir as runs
+from clmini.engine import config as config_module
+from clmini.engine.augment import AugmentConfig
+from clmini.engine.config import TrainConfig
+from clmini.engine.models import build_model
+from clmini.engine.runs import load_run, train_or_load
+from clmini.engine.trainer import Trainer, learning_rate
 from engine_helpers import killed_at_checkpoint, pattern_data, write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +73,7 @@ def test_hash_is_canonical():
 
 def test_hash_depends_on_engine_version(monkeypatch):
     before = TrainConfig().hash
-    monkeypatch.setattr(train_module, "ENGINE_VERSION", train_module.ENGINE_VERSION + 1)
+    monkeypatch.setattr(config_module, "ENGINE_VERSION", config_module.ENGINE_VERSION + 1)
     assert TrainConfig().hash != before
 
 
@@ -125,7 +129,7 @@ def test_random_init_baseline_is_epochs_zero(tmp_path, data):
     assert len(run.history) == 1 and run.metrics["epochs_trained"] == 0
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        init = train_module.build_model("small-cnn", 1, [0.0], [1.0], 16, 4).state_dict()
+        init = build_model("small-cnn", 1, [0.0], [1.0], 16, 4).state_dict()
     weights = run.model().state_dict()
     assert all(torch.equal(weights[k], init[k]) for k in init if not k.startswith("standardize"))
 
@@ -252,7 +256,8 @@ def test_interrupted_run_resumes_mid_epoch_with_identical_results(tmp_path, data
 
 CHILD = textwrap.dedent("""
     import sys
-    from clmini import runs, train
+    from clmini import engine as train
+    from clmini.engine import rundir as runs
     original = runs.atomic_torch_save
     count = 0
     def save(path, obj):
@@ -314,7 +319,7 @@ def test_cuda_run_with_bfloat16_autocast(tmp_path, data):
     assert run.history[-1]["loss"] < run.history[1]["loss"]
     assert run.model("cpu").features(torch.rand(2, 1, 28, 28)).shape == (2, 16)  # loads on the CPU
     # the views depend on the seed only: the same on the GPU as on the CPU
-    from clmini.augment import augment
+    from clmini.engine.augment import augment
     images = data.train_x[:32]
     on_gpu = augment(images.cuda(), torch.Generator().manual_seed(5)).cpu()
     assert torch.allclose(on_gpu, augment(images, torch.Generator().manual_seed(5)), atol=1e-4)
@@ -337,10 +342,10 @@ def test_n_train_limits_training_not_the_evaluation(tmp_path, data):
     assert small_bank.metrics["eval_train_size"] == 40
 
 
-def test_later_fields_keep_old_hashes_and_canonicalise():
-    # Hashes of configs written before `classes`/`classes_per_batch` existed (engine version 1).
-    assert TrainConfig().hash == "4f0bb5c376aba6ed"
-    assert TrainConfig(mode="supervised", loss="supcon").hash == "593a359578f643e8"
+def test_hashes_are_pinned_and_canonicalise():
+    # Pinned for ENGINE_VERSION 2: a change to what a config hashes must come with a version bump.
+    assert TrainConfig().hash == "b9e86f6d3e72f8ec"
+    assert TrainConfig(mode="supervised", loss="supcon").hash == "ca6d95284f864ff3"
     binary = TrainConfig(mode="supervised", loss="sincere", classes=[6, 0])
     assert binary.classes == (0, 6) and binary.hash == TrainConfig(mode="supervised", loss="sincere",
                                                                    classes=(0, 6, 6)).hash
@@ -366,9 +371,9 @@ def test_class_subset_and_classes_per_batch_are_part_of_the_run(tmp_path, data):
         assert sorted(torch.bincount(data.train_y[batch], minlength=4).tolist()) == [0, 0, 8, 8]
 
 
-def test_supervised_history_records_class_geometry(tmp_path, data):
-    run = train_or_load(tiny(mode="supervised", loss="sincere", batch_size=16, epochs=1), tmp_path,
-                        device="cpu", data=data, progress=False)
+def test_monitors_record_class_geometry_and_probes(tmp_path, data):
+    monitored = tiny(mode="supervised", loss="sincere", batch_size=16, epochs=1, monitors=("class-geometry", "probe"))
+    run = train_or_load(monitored, tmp_path, device="cpu", data=data, progress=False)
     for record in run.history:
         for key in ("nearest_same_sim", "nearest_other_sim", "separation", "knn1_acc", "knn5_acc",
                     "linear_probe_acc"):
@@ -378,3 +383,17 @@ def test_supervised_history_records_class_geometry(tmp_path, data):
     assert {"nearest_same_sim", "nearest_other_sim"} <= set(run.metrics)
     simclr = train_or_load(tiny(epochs=1), tmp_path, device="cpu", data=data, progress=False)
     assert "knn1_acc" not in simclr.history[-1]
+    # monitors are asked for, never implied by the mode, and are part of the run's identity
+    plain = train_or_load(tiny(mode="supervised", loss="sincere", batch_size=16, epochs=1), tmp_path,
+                          device="cpu", data=data, progress=False)
+    assert "knn1_acc" not in plain.history[-1] and "separation" not in plain.history[-1]
+    assert plain.dir != run.dir and plain.metrics["knn_acc"] == run.metrics["knn_acc"]
+    geometry_only = train_or_load(dataclasses.replace(monitored, monitors=("class-geometry",)), tmp_path,
+                                  device="cpu", data=data, progress=False)
+    assert "separation" in geometry_only.history[-1] and "knn1_acc" not in geometry_only.history[-1]
+
+
+@pytest.mark.parametrize("monitors, message", [(("nope",), "unknown"), ("probe", "sequence")])
+def test_unknown_monitors_are_refused(monitors, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(monitors=monitors)

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clmini.book import notebooks
+from clmini.book import (DEFAULT_PROFILE, NotebookError, ParameterError, build_book, describe,
+                         read_parameters, resolve_parameters, run_notebook)
 
 EXIT_FAILED = 1      # a cell raised, the kernel died, or the build failed
 EXIT_BAD_INPUT = 2   # a parameter, profile or path that does not fit (nothing was run)
@@ -16,9 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="execute one chapter notebook with checked parameters (wraps papermill)",
         description="Execute a chapter notebook with papermill after checking every parameter "
                     "against its `parameters` cell. Example: python -m clmini run "
-                    "notebooks/01_infonce_temperature.ipynb --profile quick -p temperatures \"[0.1, 0.5]\"",
+                    "notebooks/01_infonce_temperature.md --profile quick -p temperatures \"[0.1, 0.5]\"",
     )
-    run.add_argument("notebook", type=Path, help="the source notebook, e.g. notebooks/01_....ipynb")
+    run.add_argument("notebook", type=Path, help="the chapter source, a MyST Markdown notebook such as "
+                                                  "notebooks/01_....md (a .ipynb works too)")
     _add_profile(run)
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a parameter; VALUE is read as a Python literal or YAML, "
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_profile(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=notebooks.DEFAULT_PROFILE,
+    parser.add_argument("--profile", default=DEFAULT_PROFILE,
                         help="smoke (seconds), quick (default; a laptop CPU) or full (a GPU)")
 
 
@@ -58,10 +60,10 @@ def _guarded(action) -> int:
     """Run ``action``; bad input -> exit 2, a failing chapter or build -> exit 1, each with its message."""
     try:
         action()
-    except notebooks.ParameterError as exc:
+    except ParameterError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
-    except notebooks.NotebookError as exc:
+    except NotebookError as exc:
         _error(str(exc))
         return EXIT_FAILED
     return 0
@@ -70,24 +72,24 @@ def _guarded(action) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.list:
         return _guarded(lambda: _list(args))
-    return _guarded(lambda: notebooks.run_notebook(args.notebook, args.profile, args.parameter, args.output,
-                                                   args.profiles))
+    return _guarded(lambda: run_notebook(args.notebook, args.profile, args.parameter, args.output,
+                                         args.profiles))
 
 
 def _list(args: argparse.Namespace) -> int:
-    declared = notebooks.read_parameters(args.notebook)
-    values = notebooks.resolve_parameters(args.notebook, args.profile, args.parameter, args.profiles)
+    declared = read_parameters(args.notebook)
+    values = resolve_parameters(args.notebook, args.profile, args.parameter, args.profiles)
     width = max((len(name) for name in declared), default=0)
     print(f"{args.notebook} — parameters (profile {args.profile!r} values marked *):")
     for name, param in declared.items():
         shown = f"{values[name]!r} *" if name in values else param.source
-        print(f"  {name:<{width}}  {shown:<30}  {notebooks.describe(param.spec)}")
+        print(f"  {name:<{width}}  {shown:<30}  {describe(param.spec)}")
     return 0
 
 
 def cmd_book(args: argparse.Namespace) -> int:
     def build() -> None:
-        index = notebooks.build_book(args.root, args.profile, args.skip_run, args.path_output)
+        index = build_book(args.root, args.profile, args.skip_run, args.path_output)
         print(f"The book is at {index}")
 
     return _guarded(build)
