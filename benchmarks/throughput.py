@@ -4,7 +4,7 @@ Both sides train the same network (``--arch``) with the same loss (InfoNCE, tau 
 (Adam), batch size and two SimCLR views per image; they differ only in how the views are made:
 
 - **engine**: the data set is a uint8 tensor on the training device and each batch is augmented
-  there in one batched call (:func:`clmini.augment.augment`);
+  there in one batched call (:func:`clmini.engine.augment.augment`);
 - **conventional**: torchvision's per-sample transforms (``transforms.v2``: RandomResizedCrop,
   RandomHorizontalFlip, ColorJitter with p = 0.8, RandomGrayscale for RGB) run in ``DataLoader``
   worker processes, batches are collated, pinned and copied to the device.
@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clmini.augment import AugmentConfig, augment  # noqa: E402
-from clmini.data import load_dataset  # noqa: E402
-from clmini.evaluate import autocast  # noqa: E402
+from clmini.engine.augment import AugmentConfig, augment  # noqa: E402
+from clmini.engine.data import load_dataset  # noqa: E402
+from clmini.metrics import autocast  # noqa: E402
 from clmini.losses import InfoNCE, two_views  # noqa: E402
-from clmini.models import build_model  # noqa: E402
-from clmini.train import resolve_device  # noqa: E402
+from clmini.engine.models import build_model  # noqa: E402
+from clmini.engine import resolve_device  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:

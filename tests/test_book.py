@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 import yaml
+from jupyter_book.config import get_final_config
 
-from clmini import notebooks as nbr
+from clmini import book as nbr
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -69,7 +71,7 @@ def make_book(dest: Path, stems: list[str]) -> Path:
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     (dest / "_toc.yml").write_text(yaml.safe_dump(with_chapters(toc, stems), sort_keys=False))
     for stem in stems:
-        shutil.copy(FIXTURES / f"{stem}.ipynb", dest / "notebooks")
+        shutil.copy(FIXTURES / f"{stem}.md", dest / "notebooks")
     shutil.copy(FIXTURES / "profiles.yaml", dest / "notebooks")
     # Everything else of the repository (node_modules, .venv, tests, caches, README.md...) is
     # linked in, so that a stray document there breaks this build as it would break the real one.
@@ -151,6 +153,31 @@ def test_bibliography_lists_the_cited_papers(built):
         assert words.lower() in html, words
 
 
+def test_config_offers_each_page_source_for_download():
+    """The download menu links the page's source as copied to _sources/: a chapter's executed .ipynb.
+
+    Jupyter Book 1 does not pass ``html.use_download_button`` on to the theme, so _config.yml sets the
+    theme option through ``sphinx.config`` (merged with ``recursive_update``); the other theme options
+    must survive that merge.
+    """
+    config, _ = get_final_config(user_yaml=REPO / "_config.yml", cli_config={"latex_individualpages": False},
+                                 sourcedir=REPO)
+    assert config["html_theme_options"]["use_download_button"] is True
+    assert config["html_theme_options"]["launch_buttons"]["thebe"] is False
+    assert config["html_copy_source"] is True and config["html_sourcelink_suffix"] == ""
+
+
+def test_chapter_page_offers_its_executed_notebook_for_download(built):
+    html = (built / "book" / "chapters" / "00_fixture_chapter.html").read_text()
+    link = re.search(r'<a href="([^"]+)"[^>]*class="[^"]*btn-download-source-button[^>]*>.*?\.ipynb', html, re.S)
+    assert link and link.group(1) == "../../_sources/book/chapters/00_fixture_chapter.ipynb"
+    nb = nbformat.read(built / "_sources" / "book" / "chapters" / "00_fixture_chapter.ipynb", as_version=4)
+    assert nb.metadata.papermill.parameters["profile"] == "smoke"
+    assert nb.metadata.papermill.input_path.endswith("notebooks/00_fixture_chapter.md")
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert any(o.get("output_type") == "display_data" for c in nb.cells for o in c.get("outputs", []))
+
+
 def test_static_offline_checks_pass(built):
     problems, math_pages = check_book.static_checks(built)
     assert not problems
@@ -199,12 +226,20 @@ def test_skip_run_refuses_a_chapter_with_stored_errors(tmp_path):
     root = make_book(tmp_path, ["00_fixture_chapter"])
     chapter = root / "book" / "chapters" / "00_fixture_chapter.ipynb"
     chapter.parent.mkdir(parents=True)
-    nb = nbformat.read(FIXTURES / "00_fixture_chapter.ipynb", as_version=4)
+    nb = jupytext.read(FIXTURES / "00_fixture_chapter.md")
     nb.cells[2].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
     nbformat.write(nb, chapter)
     done = clmini_book(root, "--skip-run")
     assert done.returncode == 1
     assert "holds error outputs: ValueError: boom" in done.stderr
+
+
+def test_a_chapter_without_a_source_names_the_missing_md(tmp_path):
+    root = make_book(tmp_path, ["00_fixture_chapter"])
+    (root / "notebooks" / "00_fixture_chapter.md").unlink()
+    done = clmini_book(root, "--profile", "smoke")
+    assert done.returncode == 1
+    assert "chapters in _toc.yml without a source notebook: notebooks/00_fixture_chapter.md" in done.stderr
 
 
 def test_skip_run_needs_executed_chapters(tmp_path):

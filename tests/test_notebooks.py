@@ -1,22 +1,24 @@
-"""The chapter runner: parameter checks before execution, failures that stop, clean sources, smoke runs."""
+"""The chapter runner: parameter checks before execution, failures that stop, text sources, smoke runs."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 import yaml
 
-from clmini import notebooks as nbr
+from clmini import book as nbr
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-FIXTURE_CHAPTER = FIXTURES / "00_fixture_chapter.ipynb"
-RAISES = FIXTURES / "raises.ipynb"
-SOURCES = sorted((REPO / "notebooks").glob("*.ipynb"))
+FIXTURE_CHAPTER = FIXTURES / "00_fixture_chapter.md"
+RAISES = FIXTURES / "raises.md"
+SOURCES = sorted((REPO / nbr.SOURCES_DIR).glob("*.md"))
 CHAPTERS = nbr.toc_chapters(REPO)
 
 
@@ -103,16 +105,26 @@ def test_parse_value_like_papermill(text, value):
     assert nbr.parse_value(text) == value
 
 
-def test_parameters_cell_must_be_tagged_and_first(tmp_path):
+def write_source(nb: nbformat.NotebookNode, path: Path) -> Path:
+    """``nb`` as a chapter source: MyST Markdown for ``.md``, else a notebook file."""
+    jupytext.write(nb, path, fmt="md:myst" if path.suffix == ".md" else "ipynb")
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".md", ".ipynb"])
+def test_parameters_cell_must_be_tagged_and_first(tmp_path, suffix):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
-    path = tmp_path / "untagged.ipynb"
-    nbformat.write(nb, path)
+    path = write_source(nb, tmp_path / f"untagged{suffix}")
     with pytest.raises(nbr.ParameterError, match="tagged 'parameters'"):
         nbr.read_parameters(path)
     second = nbformat.v4.new_code_cell("y = 2", metadata={"tags": ["parameters"]})
     nb.cells.append(second)
-    nbformat.write(nb, path)
+    write_source(nb, path)
     with pytest.raises(nbr.ParameterError, match="must be the first code cell"):
+        nbr.read_parameters(path)
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    write_source(nb, path)
+    with pytest.raises(nbr.ParameterError, match="2 code cells are tagged 'parameters'; tag only the first"):
         nbr.read_parameters(path)
 
 
@@ -140,8 +152,7 @@ def test_unknown_profile_lists_the_defined_ones():
 
 
 def test_profile_values_are_checked_too(tmp_path):
-    source = tmp_path / FIXTURE_CHAPTER.name
-    source.write_bytes(FIXTURE_CHAPTER.read_bytes())
+    source = shutil.copy(FIXTURE_CHAPTER, tmp_path)
     (tmp_path / "profiles.yaml").write_text(yaml.safe_dump(
         {"00_fixture_chapter": {"smoke": {"n_points": "many"}, "full": {"npoints": 3}}}))
     with pytest.raises(nbr.ParameterError, match=r"\[00_fixture_chapter.smoke\].*'n_points' expects an int"):
@@ -169,12 +180,48 @@ def test_run_rejects_bad_parameters_before_executing(tmp_path, override, expecte
     assert "running" not in done.stdout and not out.exists(), "nothing may run when a parameter is wrong"
 
 
-def test_run_executes_with_profile_and_overrides(tmp_path):
+def test_run_refuses_a_source_without_a_parameters_cell_before_executing(tmp_path):
+    source = write_source(jupytext.read(FIXTURE_CHAPTER), tmp_path / FIXTURE_CHAPTER.name)
+    source.write_text(source.read_text().replace(":tags: [parameters]\n", ""))
     out = tmp_path / "out.ipynb"
-    done = clmini("run", str(FIXTURE_CHAPTER), "--profile", "smoke", "-p", "temperatures", "[1, 2]",
-                  "-o", str(out))
+    done = clmini("run", str(source), "-o", str(out))
+    assert done.returncode == 2, done.stderr
+    assert "no code cell is tagged 'parameters'" in done.stderr
+    assert "running" not in done.stdout and not out.exists()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("00_fixture_chapter.ipynb", "no such notebook: {dir}/00_fixture_chapter.ipynb "
+                                 "(the chapter source is {dir}/00_fixture_chapter.md)"),
+    ("profiles.yaml", "profiles.yaml: a chapter source is a MyST Markdown notebook (.md) or a .ipynb"),
+])
+def test_run_refuses_what_is_not_a_chapter_source(name, message):
+    done = clmini("run", str(FIXTURES / name))
+    assert done.returncode == 2
+    assert message.format(dir=FIXTURES) in done.stderr
+
+
+@pytest.fixture(params=[".md", ".ipynb"])
+def fixture_source(request, tmp_path) -> Path:
+    """The fixture chapter as its MyST source, or converted to .ipynb (beside a copy of its profiles)."""
+    if request.param == ".md":
+        return FIXTURE_CHAPTER
+    (tmp_path / "src").mkdir()
+    shutil.copy(FIXTURES / nbr.PROFILES_FILE, tmp_path / "src")
+    return write_source(jupytext.read(FIXTURE_CHAPTER), tmp_path / "src" / "00_fixture_chapter.ipynb")
+
+
+def test_run_executes_with_profile_and_overrides(tmp_path, fixture_source):
+    """A .md source and a converted .ipynb both run; the conversion leaves no file behind."""
+    out, tmp = tmp_path / "out.ipynb", tmp_path / "tmp"
+    tmp.mkdir()
+    fixtures_before = sorted(FIXTURES.iterdir())
+    done = clmini("run", str(fixture_source), "--profile", "smoke", "-p", "temperatures", "[1, 2]",
+                  "-o", str(out), env={"TMPDIR": str(tmp)})
     assert done.returncode == 0, done.stderr
+    assert sorted(FIXTURES.iterdir()) == fixtures_before and not list(tmp.glob("clmini-run-*"))
     nb = nbformat.read(out, as_version=4)
+    assert nb.metadata.papermill.input_path == str(fixture_source)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
     assert "temperatures = [1.0, 2.0]" in injected[0].source and 'profile = "smoke"' in injected[0].source
@@ -208,19 +255,32 @@ def _sources_or_skip():
 
 @pytest.mark.parametrize("source", _sources_or_skip(), ids=lambda p: getattr(p, "stem", "none"))
 def test_chapter_sources_are_clean_and_parametrised(source):
-    nb = nbformat.read(source, as_version=4)
+    nb = jupytext.read(source)
+    assert nb.metadata.get("jupytext", {}).get("text_representation", {}).get("format_name") == "myst", \
+        f"{source.name}: not a MyST Markdown notebook (convert it with `jupytext --to myst`)"
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
              and (c.get("outputs") or c.get("execution_count") is not None)]
     assert not dirty, f"{source.name}: cells {dirty} carry outputs or execution counts; clear them"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{source.name}: {len(tagged)} cells are tagged `parameters`, not one"
     params = nbr.read_parameters(source)  # raises unless the first code cell is tagged `parameters`
     assert params, f"{source.name}: the parameters cell declares nothing"
+
+
+def test_no_notebook_file_is_committed_among_the_sources():
+    """Sources are text: a committed .ipynb would carry outputs and drift from its .md."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "--", f"{nbr.SOURCES_DIR.as_posix()}/*.ipynb"],
+                             cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert not tracked, f"committed notebooks: {tracked}; keep the MyST .md source only"
 
 
 def test_profiles_file_names_existing_notebooks_and_valid_parameters():
     profiles_path = REPO / "notebooks" / nbr.PROFILES_FILE
     table = nbr.load_profiles(profiles_path)
     for stem, profiles in table.items():
-        source = REPO / "notebooks" / f"{stem}.ipynb"
+        source = nbr.chapter_source(REPO, stem)
         assert source.is_file(), f"{profiles_path} has an entry for {stem}, which has no notebook"
         for profile in profiles:
             nbr.resolve_parameters(source, profile)  # every value of every profile type-checks
@@ -229,7 +289,7 @@ def test_profiles_file_names_existing_notebooks_and_valid_parameters():
 def _chapters_or_skip():
     params = []
     for stem in CHAPTERS:
-        source = REPO / "notebooks" / f"{stem}.ipynb"
+        source = nbr.chapter_source(REPO, stem)
         marks = () if source.is_file() else pytest.mark.skip(reason=f"{source.name} not written yet")
         params.append(pytest.param(stem, marks=marks, id=stem))
     return params or [pytest.param(None, marks=pytest.mark.skip(reason="no chapters in _toc.yml"))]
@@ -239,7 +299,7 @@ def _chapters_or_skip():
 def test_every_chapter_runs_under_smoke(stem, tmp_path):
     """The same runner as `make book`, with a private run cache so a stale one cannot hide a bug."""
     out = tmp_path / f"{stem}.ipynb"
-    done = clmini("run", f"notebooks/{stem}.ipynb", "--profile", "smoke", "-o", str(out),
+    done = clmini("run", str(nbr.chapter_source(".", stem)), "--profile", "smoke", "-o", str(out),
                   env={"CLMINI_RUNS": str(tmp_path / "runs")}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not nbr.stored_errors(out)

@@ -1,14 +1,10 @@
-"""Local vs global structure: kNN at several k against a brute-force kNN, centroids in closed form,
-chapter 3's structure_metrics on a network."""
+"""Local vs global structure: kNN at several k against a brute-force kNN, centroids in closed form."""
 import math
 
 import pytest
 import torch
 
-from clmini.chapters.dystress import structure_metrics
-from clmini.engine.models import build_model
 from clmini.metrics import centroid_concentration, centroid_similarity, class_centroids, knn_accuracies, knn_accuracy
-from engine_helpers import pattern_data
 
 
 def brute_force_knn(train, train_y, test, test_y, k, t=0.1):
@@ -71,17 +67,3 @@ def test_centroid_concentration_of_a_spread_class_and_of_scaled_inputs():
     assert centroid_concentration(z, labels) == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="no sample"):
         class_centroids(z, torch.tensor([0, 0, 2, 2]))
-
-
-def test_structure_metrics_on_a_network_are_in_range_and_repeatable():
-    data = pattern_data(n_train=64, n_test=32)
-    torch.manual_seed(0)
-    model = build_model("small-cnn", 1, [0.2], [0.2], proj_dim=8, width=4)
-    first = structure_metrics(model, data, ks=(1, 5), bank_size=40, test_size=20)
-    assert set(first) == {"knn@1", "knn@5", "centroid_sim", "centroid_norm"}
-    assert all(0 <= first[f"knn@{k}"] <= 1 for k in (1, 5))
-    assert -1 <= first["centroid_sim"] <= 1 and 0 <= first["centroid_norm"] <= 1
-    assert structure_metrics(model, data, ks=(1, 5), bank_size=40, test_size=20) == first
-    whole = structure_metrics(model, data, ks=(1,))
-    h_train, h_test = model.features(data.train_x.float()), model.features(data.test_x.float())
-    assert whole["knn@1"] == knn_accuracy(h_train.detach(), data.train_y, h_test.detach(), data.test_y, k=1)

@@ -1,4 +1,4 @@
-"""clmini.report: the computed sentences chapters glue into their prose."""
+"""clmini.study.report: the computed sentences chapters glue into their prose."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""clmini.data: offline Fashion-MNIST lookup, torchvision formats from tiny files, subsets, batches."""
+"""clmini.engine.data: offline Fashion-MNIST lookup, torchvision formats from tiny files, subsets, batches."""
 from __future__ import annotations
 
 import numpy as np

@@ -23,7 +23,7 @@ from clmini.engine.runs import load_run, train_or_load
 from clmini.engine.trainer import Trainer, learning_rate
 from engine_helpers import killed_at_checkpoint, pattern_data, write_fashion_mnist
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMING = ("train_seconds", "eval_seconds")
 
 

@@ -1,4 +1,4 @@
-"""clmini.models: shapes, the CIFAR-style ResNet-18 stem, standardisation travelling with the weights."""
+"""clmini.engine.models: shapes, the CIFAR-style ResNet-18 stem, standardisation travelling with the weights."""
 from __future__ import annotations
 
 import pytest

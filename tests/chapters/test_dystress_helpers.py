@@ -1,4 +1,4 @@
-"""Chapter 3's per-pair temperature tools: the negatives-only ablation (``DySTreSS(positive_temperature=...)``)
+"""Chapter 3's helpers: structure metrics; the per-pair temperature tools: the negatives-only ablation (``DySTreSS(positive_temperature=...)``)
 vs its SymPy form, applied temperatures, the relative penalty with a temperature per negative."""
 import numpy as np
 import pytest
@@ -7,8 +7,10 @@ import torch
 
 from clmini import symbolic as S
 from clmini.losses import CosineTemperature, DySTreSS, InfoNCE
+from clmini.metrics import knn_accuracy
 from clmini.engine.models import build_model
-from clmini.chapters.dystress import applied_temperatures, intervals, penalty_density, temperature_histograms
+from clmini.chapters.dystress import (applied_temperatures, intervals, penalty_density, structure_metrics,
+                                     temperature_histograms)
 from clmini.symbolic import dystress_relative_penalty, negatives_only_anchor_loss
 from engine_helpers import pattern_data
 
@@ -114,3 +116,17 @@ def test_intervals():
     assert intervals(x, np.zeros(8)) == []
     with pytest.raises(ValueError):
         intervals(x, [True])
+
+
+def test_structure_metrics_on_a_network_are_in_range_and_repeatable():
+    data = pattern_data(n_train=64, n_test=32)
+    torch.manual_seed(0)
+    model = build_model("small-cnn", 1, [0.2], [0.2], proj_dim=8, width=4)
+    first = structure_metrics(model, data, ks=(1, 5), bank_size=40, test_size=20)
+    assert set(first) == {"knn@1", "knn@5", "centroid_sim", "centroid_norm"}
+    assert all(0 <= first[f"knn@{k}"] <= 1 for k in (1, 5))
+    assert -1 <= first["centroid_sim"] <= 1 and 0 <= first["centroid_norm"] <= 1
+    assert structure_metrics(model, data, ks=(1, 5), bank_size=40, test_size=20) == first
+    whole = structure_metrics(model, data, ks=(1,))
+    h_train, h_test = model.features(data.train_x.float()), model.features(data.test_x.float())
+    assert whole["knn@1"] == knn_accuracy(h_train.detach(), data.train_y, h_test.detach(), data.test_y, k=1)

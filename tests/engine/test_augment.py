@@ -1,4 +1,4 @@
-"""clmini.augment: per-sample parameters, the exact operations, reproducibility."""
+"""clmini.engine.augment: per-sample parameters, the exact operations, reproducibility."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""clmini.equal_negatives: the closed forms against clmini.symbolic and against the tensor loss."""
+"""clmini.symbolic.equal_negatives: the closed forms against clmini.symbolic and against the tensor loss."""
 from __future__ import annotations
 
 import math
