@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import MappingProxyType
 from typing import Iterable
 
 import pandas as pd
@@ -34,9 +35,21 @@ LABELS = {
 }
 
 
-def simclr_config(loss: str = "infonce", loss_args: dict | None = None, **fields) -> TrainConfig:
-    """A base config for self-supervised two-view training (any other field may be set)."""
-    return TrainConfig(loss=loss, loss_args=dict(loss_args or {}), mode="simclr", **fields)
+#: The book's SimCLR base run: chapters 1-3 build every run from it, so equal changes give equal
+#: configs and one cached run serves all three. A chapter's ``simclr`` parameter (and a profile,
+#: through it) says what changes; the values live here and nowhere else.
+SIMCLR_BASE = MappingProxyType({"epochs": 1, "n_train": None, "batch_size": 256, "lr": 1e-3, "arch": "small-cnn",
+                                "eval_train_size": 10000, "probe_iters": 300})
+
+
+def simclr_config(loss: str = "infonce", loss_args: dict | None = None, **changes) -> TrainConfig:
+    """The SimCLR base run (:data:`SIMCLR_BASE`) with ``changes`` (any :class:`TrainConfig` field),
+    for self-supervised two-view training with ``loss``."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"loss", "loss_args", "mode"}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f"simclr: unknown run settings {unknown}; valid: {sorted(fields)}")
+    return TrainConfig(**{**SIMCLR_BASE, **changes}, loss=loss, loss_args=dict(loss_args or {}), mode="simclr")
 
 
 def variant(base: TrainConfig, **changes) -> TrainConfig:

@@ -57,3 +57,17 @@ def test_history_and_figures_are_labelled(runs):
     assert ax.get_xlabel() == "cosine similarity" and ax.get_ylabel() == "density"
     with pytest.raises(ValueError, match="names"):
         history_table(runs[1:3], names=["only one"])
+
+
+def test_simclr_config_is_the_base_run_with_changes():
+    from clmini.study.experiments import SIMCLR_BASE
+
+    base = simclr_config()
+    assert {name: getattr(base, name) for name in SIMCLR_BASE} == dict(SIMCLR_BASE)
+    assert base.mode == "simclr" and base.loss == "infonce"
+    assert simclr_config(epochs=5).epochs == 5 and simclr_config(epochs=5).lr == SIMCLR_BASE["lr"]
+    assert simclr_config(**{"n_train": 512}).hash == simclr_config(n_train=512).hash
+    with pytest.raises(ValueError, match="unknown run settings \\['epoch'\\]"):
+        simclr_config(epoch=5)
+    with pytest.raises(ValueError, match="lr"):
+        simclr_config(lr=-1)
