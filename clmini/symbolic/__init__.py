@@ -16,11 +16,12 @@ Two layers:
 1. :func:`anchor_loss` -- one anchor's loss for every loss of :data:`clmini.losses.LOSSES` as an
    :class:`AnchorLoss` (expression, gradient, lambdified functions), and :func:`evaluate_anchor`,
    its value and gradient in high precision (mpmath, 30 digits) at given similarities: the oracle
-   of ``tests/test_losses_vs_symbolic.py``.
-2. One function per result a chapter shows, one module per paper (:mod:`~clmini.symbolic.wang_liu`,
-   :mod:`~clmini.symbolic.temperature_free` and :mod:`~clmini.symbolic.equal_negatives`,
-   :mod:`~clmini.symbolic.dystress`, :mod:`~clmini.symbolic.supcon_sincere`), each returning SymPy objects (a small frozen
-   dataclass whose fields are named after the math), with the paper equation in its docstring.
+   of ``tests/losses/test_losses_vs_symbolic.py`` (:mod:`~clmini.symbolic.core`).
+2. One function per result a chapter shows, each returning SymPy objects (a small frozen dataclass
+   whose fields are named after the math), with the paper equation in its docstring; one module
+   per paper: :mod:`~clmini.symbolic.wang_liu`, :mod:`~clmini.symbolic.temperature_free` and
+   :mod:`~clmini.symbolic.equal_negatives`, :mod:`~clmini.symbolic.dystress`,
+   :mod:`~clmini.symbolic.supcon_sincere`.
 
 Derivations are cached (``functools.lru_cache``): call them freely with the same small sizes.
 The logit maps' expressions are the losses' own (:meth:`clmini.losses.LogitMap.symbolic`): one
@@ -34,5 +35,5 @@ from clmini.symbolic.supcon_sincere import *  # noqa: F403
 from clmini.symbolic.temperature_free import *  # noqa: F403
 from clmini.symbolic.wang_liu import *  # noqa: F403
 
-__all__ = [*_core, *wang_liu.__all__, *temperature_free.__all__, *dystress.__all__, *supcon_sincere.__all__,
-           "equal_negatives"]
+__all__ = [*_core, *wang_liu.__all__, *temperature_free.__all__, *dystress.__all__,
+           *supcon_sincere.__all__, "equal_negatives"]

@@ -7,10 +7,14 @@ from typing import Mapping
 
 import sympy as sp
 
-from clmini.symbolic.core import *  # noqa: F403
+from clmini.symbolic.core import (anchor_loss, dystress_logit, dystress_temperature, negative_similarities,
+                                 positive_similarities, s, tau)
 from clmini.symbolic.core import _pair_temperature
 
-__all__ = ["DystressSchedule", "dystress_schedule", "temperature_function", "DystressGradients", "dystress_gradients", "negatives_only_anchor_loss", "DystressPenalty", "dystress_relative_penalty"]
+__all__ = [
+    "DystressSchedule", "dystress_schedule", "temperature_function", "DystressGradients",
+    "dystress_gradients", "negatives_only_anchor_loss", "DystressPenalty", "dystress_relative_penalty",
+]
 
 
 @dataclass(frozen=True)

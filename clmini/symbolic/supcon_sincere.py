@@ -7,9 +7,12 @@ from typing import Mapping
 
 import sympy as sp
 
-from clmini.symbolic.core import *  # noqa: F403
+from clmini.symbolic.core import anchor_loss, negative_similarities, positive_similarities, tau
 
-__all__ = ["SameClassGradients", "same_class_gradients", "ClassMinimum", "class_minimum", "OnePositive", "one_positive", "sincere_bound"]
+__all__ = [
+    "SameClassGradients", "same_class_gradients", "ClassMinimum", "class_minimum", "OnePositive",
+    "one_positive", "sincere_bound",
+]
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ from typing import Mapping
 
 import sympy as sp
 
-from clmini.symbolic.core import *  # noqa: F403
+from clmini.symbolic.core import anchor_loss, artanh_logit, s, tau
 
-__all__ = ["TemperatureFreeLogit", "temperature_free_logit", "IdealConfiguration", "ideal_configuration", "VanishingGradient", "scaled_vanishing_gradient", "TangentFactor", "tangent_factor"]
+__all__ = [
+    "TemperatureFreeLogit", "temperature_free_logit", "IdealConfiguration", "ideal_configuration",
+    "VanishingGradient", "scaled_vanishing_gradient", "TangentFactor", "tangent_factor",
+]
 
 
 @dataclass(frozen=True)

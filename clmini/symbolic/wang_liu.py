@@ -7,9 +7,13 @@ from typing import Mapping, Sequence
 
 import sympy as sp
 
-from clmini.symbolic.core import *  # noqa: F403
+from clmini.symbolic.core import anchor_loss, negative_similarities, tau, u
 
-__all__ = ["WangLiuGradients", "infonce_gradients", "relative_penalty", "PenaltyEntropy", "penalty_entropy", "LowTemperatureLimit", "low_temperature_limit", "low_temperature_limit_at", "HighTemperatureExpansion", "high_temperature_expansion"]
+__all__ = [
+    "WangLiuGradients", "infonce_gradients", "relative_penalty", "PenaltyEntropy", "penalty_entropy",
+    "LowTemperatureLimit", "low_temperature_limit", "low_temperature_limit_at", "HighTemperatureExpansion",
+    "high_temperature_expansion",
+]
 
 
 @dataclass(frozen=True)

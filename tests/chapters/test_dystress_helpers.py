@@ -1,5 +1,5 @@
-"""Chapter 3's helpers: structure metrics; the per-pair temperature tools: the negatives-only ablation (``DySTreSS(positive_temperature=...)``)
-vs its SymPy form, applied temperatures, the relative penalty with a temperature per negative."""
+"""Chapter 3's helpers: the negatives-only ablation (``DySTreSS(positive_temperature=...)``) vs its
+SymPy form, applied temperatures, the relative penalty with a temperature per negative, structure."""
 import numpy as np
 import pytest
 import sympy as sp

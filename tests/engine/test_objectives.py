@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import pytest
-import torch
 
 from clmini.engine import TrainConfig, Trainer, train_or_load
 from clmini.engine import rundir as runs
