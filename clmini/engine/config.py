@@ -132,7 +132,7 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}")
         if self.objective == "cross-entropy":
             if self.mode != "supervised":
-                raise ValueError("objective='cross-entropy' needs mode='supervised' (labels = classes)")
+                raise ValueError("objective cross-entropy needs mode supervised (labels = classes)")
             # The loss does not enter such a run: one canonical value, so every contrastive
             # variant of a base config shares one baseline.
             canon("loss", TrainConfig.loss)

@@ -23,7 +23,8 @@ def test_help_lists_every_loss_and_hyperparameter(capsys):
         assert loss in text
     for option in ("--temperature", "--eps", "--tau-min", "--tau-max", "--lam", "--k", "--alpha",
                    "--mode", "--optimizer", "--lr", "--warmup-epochs", "--seed", "--crop-scale",
-                   "--blur-p", "--hue", "--knn-k", "--dataset", "--arch", "--device", "--runs-dir"):
+                   "--blur-p", "--hue", "--knn-k", "--dataset", "--arch", "--device", "--runs-dir",
+                   "--objective", "--monitors"):
         assert option in text
 
 
@@ -34,6 +35,8 @@ def test_help_lists_every_loss_and_hyperparameter(capsys):
     (["--crop-scale", "0.5", "0.1"], "--crop-scale"),
     (["--loss", "nce"], "invalid choice"),
     (["--epochs", "two"], "invalid int value"),
+    (["--objective", "cross-entropy"], "--objective cross-entropy needs mode supervised"),
+    (["--monitors", "geometry"], "invalid choice"),
 ])
 def test_bad_values_fail_before_any_work(tmp_path, capsys, argv, message):
     runs_dir = tmp_path / "runs"
@@ -87,3 +90,17 @@ def test_evaluate_an_incomplete_run_says_how_to_finish_it(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "partial")]) == 1
     err = capsys.readouterr().err
     assert "not a complete run" in err and "pretrain --config" in err
+
+
+def test_the_cross_entropy_baseline_and_monitors_from_the_command_line(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_fashion_mnist(root, n_train=120, n_test=40)
+    argv = ["pretrain", *TINY, "--mode", "supervised", "--objective", "cross-entropy", "--monitors", "class-geometry",
+            "probe", "--runs-dir", str(tmp_path / "runs"), "--root", str(root)]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    assert 0 <= metrics["classifier_acc"] <= 1 and "separation" in history[-1] and "knn1_acc" in history[-1]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["objective"] == "cross-entropy" and config["monitors"] == ["class-geometry", "probe"]
