@@ -5,7 +5,8 @@ Usage: python scripts/check_book.py [BUILD_DIR] (default: _build/html)
 
 1. Static, every page: no script, stylesheet, font, image or frame is loaded from an http(s) URL
    (in tags, in inline scripts, in the CSS files the pages load); every local asset a page names
-   exists; every chapter page (``book/chapters/``) has at least one figure.
+   exists; every chapter page (``book/chapters/``) has at least one figure and offers its executed
+   notebook for download (a link to ``_sources/book/chapters/<name>.ipynb``, present in the build).
 2. In headless Chromium (Debian's ``chromium``), every page with math, served from a local HTTP
    server with every other host unresolvable: MathJax typesets it (``mjx-container`` elements, no
    MathJax error, no raw TeX left in the text), no local request fails (MathJax's fonts and
@@ -52,12 +53,13 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 
 
 class PageParser(HTMLParser):
-    """Collects what a page loads, its images, inline scripts and styles, and whether it has math."""
+    """Collects what a page loads, its images and links, inline scripts and styles, whether it has math."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.loads: list[tuple[str, str]] = []  # (tag, url)
         self.images: list[str] = []
+        self.links: list[str] = []  # href of every <a>
         self.inline: list[str] = []  # bodies of inline <script> and <style>
         self.math = False
         self.redirect = False
@@ -69,6 +71,8 @@ class PageParser(HTMLParser):
             self.loads.append((tag, a[ASSET_ATTRS[tag]]))
             if tag == "img":
                 self.images.append(a["src"])
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
         if tag == "link" and set(a.get("rel", "").lower().split()) & LOADED_LINK_RELS and a.get("href"):
             self.loads.append(("link", a["href"]))
         if tag in ("script", "style") and not a.get("src"):
@@ -117,6 +121,17 @@ def check_css(css: Path, root: Path, seen: set[Path], problems: list[str]) -> No
                 check_css(target, root, seen, problems)
 
 
+def chapter_problems(page: Path, rel: Path, parser: PageParser, root: Path) -> list[str]:
+    """A chapter page shows at least one figure and links the executed notebook it was built from."""
+    problems = [] if parser.images else [f"{rel}: a chapter page without any figure (<img>)"]
+    notebook = Path("_sources") / rel.with_suffix(".ipynb")
+    linked = {target.resolve() for href in parser.links
+              if (target := local_target(page, href, root)) is not None}
+    if (root / notebook).resolve() not in linked or not (root / notebook).is_file():
+        problems.append(f"{rel}: no download link to its executed notebook {notebook} in the build")
+    return problems
+
+
 def static_checks(root: Path) -> tuple[list[str], list[Path]]:
     """Problems found without a browser, and the pages that hold math."""
     problems: list[str] = []
@@ -144,8 +159,8 @@ def static_checks(root: Path) -> tuple[list[str], list[Path]]:
         for body in parser.inline:
             for url in remote_urls(body):
                 problems.append(f"{rel}: an inline script or style names the remote {url}")
-        if "chapters" in rel.parts and not parser.redirect and not parser.images:
-            problems.append(f"{rel}: a chapter page without any figure (<img>)")
+        if "chapters" in rel.parts and not parser.redirect:
+            problems += chapter_problems(page, rel, parser, root)
         if parser.math and not parser.redirect:
             math_pages.append(page)
     return problems, math_pages

@@ -14,9 +14,9 @@ The names below are the package's public interface (``python -m clmini run|book`
 """
 from clmini.book.build import MATHJAX_SCRIPT, build_book, build_html, stored_errors
 from clmini.book.errors import NotebookError, ParameterError
-from clmini.book.parameters import (DEFAULT_PROFILE, PROFILES_FILE, Parameter, load_profiles,
-                                    parameters_cell, parse_parameters, parse_value, profile_values,
-                                    read_parameters, resolve_parameters)
+from clmini.book.parameters import (DEFAULT_PROFILE, PROFILES_FILE, Parameter, load_profiles, parameters_cell,
+                                    parse_parameters, parse_value, profile_values, read_parameters,
+                                    resolve_parameters)
 from clmini.book.runner import KERNEL_NAME, ensure_kernel, execute, run_chapters, run_notebook
 from clmini.book.sources import SOURCES_DIR, chapter_source, read_source
 from clmini.book.toc import CHAPTERS_DIR, book_root, toc_chapters, toc_files

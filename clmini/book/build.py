@@ -52,7 +52,7 @@ def build_html(root: Path | str, path_output: Path | str | None = None) -> Path:
     command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
                "build", str(root), "-W", "-n", "--keep-going", "--path-output", str(out)]
     print("building:", "jupyter-book", " ".join(command[3:]), flush=True)
-    if subprocess.run(command, cwd=root).returncode != 0:
+    if subprocess.run(command, cwd=root, check=False).returncode != 0:
         raise NotebookError("jupyter-book build failed (see the warnings above)")
     index = out / "_build" / "html" / "index.html"
     if not index.is_file():

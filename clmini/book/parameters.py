@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import nbformat
 import yaml

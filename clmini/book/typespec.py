@@ -8,7 +8,8 @@ value against one, so a wrong value is refused before a kernel starts rather tha
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 ANY = ("any",)
 MISMATCH = object()  # what conform() returns for a value that does not fit

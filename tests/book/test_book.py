@@ -2,7 +2,7 @@
 
 The real pages and configuration are built into a temporary copy of the book whose table of
 contents lists a small fixture chapter in place of the chapters; every chapter that exists is run
-under `smoke` by tests/test_notebooks.py. The copy goes through `python -m clmini book`, the same
+under `smoke` by tests/book/test_notebooks.py. The copy goes through `python -m clmini book`, the same
 command as `make book`.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from jupyter_book.config import get_final_config
 
 from clmini import book as nbr
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CDN = re.compile(r"cdn\.|jsdelivr|unpkg|cdnjs|googleapis|gstatic|mathjax@|binder|thebe", re.I)
 
@@ -169,7 +169,9 @@ def test_config_offers_each_page_source_for_download():
 
 def test_chapter_page_offers_its_executed_notebook_for_download(built):
     html = (built / "book" / "chapters" / "00_fixture_chapter.html").read_text()
-    link = re.search(r'<a href="([^"]+)"[^>]*class="[^"]*btn-download-source-button[^>]*>.*?\.ipynb', html, re.S)
+    link = re.search(r'<a href="([^"]+)"[^>]*class="[^"]*btn-download-source-button[^"]*"[^>]*>\s*'
+                     r'<span class="btn__icon-container">.*?</span>\s*<span class="btn__text-container">\.ipynb</span>',
+                     html, re.DOTALL)
     assert link and link.group(1) == "../../_sources/book/chapters/00_fixture_chapter.ipynb"
     nb = nbformat.read(built / "_sources" / "book" / "chapters" / "00_fixture_chapter.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["profile"] == "smoke"

@@ -8,7 +8,7 @@ import pytest
 
 from clmini.book.parameters import load_profiles, read_parameters
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILES = load_profiles(REPO / "notebooks" / "profiles.yaml")
 ENTRIES = [(stem, profile, name, value) for stem, profiles in PROFILES.items()
            for profile, values in profiles.items() for name, value in values.items()]

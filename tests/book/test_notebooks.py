@@ -14,7 +14,7 @@ import yaml
 
 from clmini import book as nbr
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_CHAPTER = FIXTURES / "00_fixture_chapter.md"
 RAISES = FIXTURES / "raises.md"
@@ -191,8 +191,8 @@ def test_run_refuses_a_source_without_a_parameters_cell_before_executing(tmp_pat
 
 
 @pytest.mark.parametrize("name, message", [
-    ("00_fixture_chapter.ipynb", "no such notebook: {dir}/00_fixture_chapter.ipynb "
-                                 "(the chapter source is {dir}/00_fixture_chapter.md)"),
+    ("00_fixture_chapter.ipynb", ("no such notebook: {dir}/00_fixture_chapter.ipynb "
+                                  "(the chapter source is {dir}/00_fixture_chapter.md)")),
     ("profiles.yaml", "profiles.yaml: a chapter source is a MyST Markdown notebook (.md) or a .ipynb"),
 ])
 def test_run_refuses_what_is_not_a_chapter_source(name, message):
