@@ -137,12 +137,12 @@ def positives_per_anchor(batch_size: int, n_classes: int, classes_per_batch: int
 @torch.no_grad()
 def embedding_batches(model: nn.Module, data: ImageData, batch_size: int, classes_per_batch: int | None = None,
                       n_batches: int = 4, seed: int = 0, augment_config: AugmentConfig | None = None,
-                      split: str = "test") -> list[tuple[Tensor, Tensor]]:
+                      split: str = "test", precision: str = "fp32") -> list[tuple[Tensor, Tensor]]:
     """Projections ``z`` and labels of ``n_batches`` training-like batches of real images.
 
     Batches are drawn from ``split`` as the engine draws them (class-balanced,
     ``classes_per_batch`` classes, two augmented views per image, labels = classes), with fixed
-    seeds, so every model is measured on the same views.
+    seeds, so every model is measured on the same views; the network runs in ``precision``.
     """
     images = getattr(data, f"{split}_x")
     labels_all = getattr(data, f"{split}_y")
@@ -156,7 +156,7 @@ def embedding_batches(model: nn.Module, data: ImageData, batch_size: int, classe
         for batch in index.to(images.device):
             x = images[batch]
             views = augment(torch.cat([x, x]), generator, config)
-            with autocast(images.device):
+            with autocast(images.device, precision):
                 z = model(views).float()
             out.append((z, torch.cat([labels_all[batch]] * 2)))
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 from clmini.engine import rundir
 from clmini.engine.augment import AugmentConfig
 from clmini.engine.data import DATASETS
+from clmini.engine.device import resolve_device, resolve_precision
 from clmini.engine.hooks import MONITORS
 from clmini.engine.models import ARCHS
 from clmini.engine.objectives import OBJECTIVES
@@ -25,7 +26,8 @@ from clmini.losses import LOSSES, make_loss
 #   1: the first release.
 #   2: objectives and per-epoch monitors became config fields (``objective``, ``monitors``); the
 #      fields added after release 1 (``classes``, ``classes_per_batch``) are hashed like the others.
-ENGINE_VERSION = 2
+#   3: ``precision`` (bf16 autocast on CPUs with native bf16 too, in training and evaluation).
+ENGINE_VERSION = 3
 
 MODES = ("simclr", "supervised")
 OPTIMIZERS = ("sgd", "adam")
@@ -109,6 +111,7 @@ class TrainConfig:
     momentum: float = 0.9            # sgd only
     weight_decay: float = 1e-6
     warmup_epochs: float = 0.0       # linear warm-up (cut short if the run is shorter), then cosine to 0
+    precision: str = "auto"          # "fp32" | "bf16" autocast; "auto": bf16 where the device has it natively
     seed: int = 0
     # evaluation
     knn_k: int = 200
@@ -162,6 +165,9 @@ class TrainConfig:
         canon("momentum", _check_number("momentum", self.momentum, 0, 1))
         canon("weight_decay", _check_number("weight_decay", self.weight_decay, 0))
         canon("warmup_epochs", _check_number("warmup_epochs", self.warmup_epochs, 0))
+        # Resolved here, for the device "auto" picks on this machine: the config (and so the hash, the
+        # cache and what the run records) says what was computed, and a bf16 run is never reused as fp32.
+        canon("precision", resolve_precision(self.precision, resolve_device("auto")))
         if isinstance(self.augment, dict):
             canon("augment", AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
                                               for k, v in self.augment.items()}))

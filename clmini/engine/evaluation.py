@@ -12,7 +12,8 @@ from clmini.metrics import (alignment, autocast, class_separation, encode, knn_a
 
 
 def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train_size: int | None = None,
-                            probe_iters: int = 300, augment_config=None, n_pairs: int = 2000) -> dict:
+                            probe_iters: int = 300, augment_config=None, n_pairs: int = 2000,
+                            precision: str = "fp32") -> dict:
     """The final evaluation of a network on an :class:`~clmini.engine.data.ImageData`.
 
     Encoder features ``h`` give kNN and linear-probe accuracy (bank/probe training set: the train
@@ -20,12 +21,12 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     Normalised projections ``z`` of the test split give uniformity, tolerance and separation; two
     augmented views of ``n_pairs`` test images give alignment, the mean positive/negative
     similarity and the histograms. Subsets and views use fixed seeds, so every run (and the
-    random-init baseline) is measured on the same images.
+    random-init baseline) is measured on the same images. The network runs in ``precision``.
     """
     whole = eval_train_size is None or eval_train_size >= data.train_y.numel()
     bank = data if whole else data.subset(n_train=eval_train_size, seed=0)
-    train_h, train_z = encode(model, bank.train_x)
-    test_h, test_z = encode(model, data.test_x)
+    train_h, train_z = encode(model, bank.train_x, precision=precision)
+    test_h, test_z = encode(model, data.test_x, precision=precision)
     # The same images as data.subset(n_test=n_pairs, seed=0), whose test split is drawn with seed 1.
     pick = stratified_indices(data.test_y, min(n_pairs, data.test_y.numel()), seed=1).to(data.device)
     generator = torch.Generator().manual_seed(0)
@@ -33,7 +34,7 @@ def evaluate_representation(model: nn.Module, data, knn_k: int = 200, eval_train
     views = [augment(data.test_x[pick], generator, config) for _ in range(2)]
     was_training = model.training
     model.eval()
-    with torch.no_grad(), autocast(data.device):
+    with torch.no_grad(), autocast(data.device, precision):
         z1, z2 = (model(v).float() for v in views)
     model.train(was_training)
     z, ids = two_views(z1, z2)

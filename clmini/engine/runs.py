@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,19 +18,10 @@ import torch
 from clmini.engine import rundir
 from clmini.engine.config import ENGINE_VERSION, TrainConfig
 from clmini.engine.data import ImageData, load_dataset
+from clmini.engine.device import native_bf16, resolve_device
 from clmini.engine.evaluation import evaluate_representation
 from clmini.engine.models import ContrastiveNet, build_model
 from clmini.engine.trainer import Trainer
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when present, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: CUDA was requested but is not available (use 'auto' or 'cpu')")
-    return device
 
 
 @dataclass
@@ -86,6 +78,9 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
             if (run_dir / rundir.METRICS).exists():
                 rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), str(err))
         device = resolve_device(device)
+        if config.precision == "bf16" and not native_bf16(device):
+            warnings.warn(f"run {config.hash} computes in bf16 (its config says so) but {device} has no "
+                          f"native bf16: expect it to be slower than fp32", stacklevel=2)
         rundir.atomic_write_json(run_dir / rundir.CONFIG, {"hash": config.hash, "engine_version": ENGINE_VERSION,
                                                        "config": config.to_dict()})
         if data is None:
@@ -118,12 +113,12 @@ def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
     start = time.perf_counter()
     metrics = evaluate_representation(
         trainer.model, trainer.data, knn_k=config.knn_k, eval_train_size=config.eval_train_size,
-        probe_iters=config.probe_iters, augment_config=config.augment)
+        probe_iters=config.probe_iters, augment_config=config.augment, precision=config.precision)
     metrics.update(trainer.objective.final_metrics(trainer.model, trainer.data))
     rundir.atomic_torch_save(run_dir / rundir.WEIGHTS, trainer.model.state_dict())
     rundir.atomic_write_json(run_dir / rundir.HISTORY, trainer.history)
     metrics.update(
-        config_hash=config.hash, engine_version=ENGINE_VERSION,
+        config_hash=config.hash, engine_version=ENGINE_VERSION, precision=config.precision,
         final_loss=trainer.history[-1].get("loss"), epochs_trained=trainer.epoch,
         steps_per_epoch=trainer.steps_per_epoch, device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -117,7 +117,7 @@ class Trainer:
         images = self.train_data.train_x[index]
         views = augment(torch.cat([images, images]), generator, self.config.augment)
         labels = self.batch_labels(index)
-        with autocast(self.device):
+        with autocast(self.device, self.config.precision):
             z = self.model(views)
             outputs = self.objective(z)
         loss = self.objective.loss(outputs, labels)  # float32, whatever autocast did
@@ -195,8 +195,8 @@ class Trainer:
         of the features ``h``, uniformity and tolerance of the projections ``z``), plus what the
         config's monitors (:data:`clmini.engine.hooks.MONITORS`) measure on the same encodings."""
         m = self.monitor
-        train_h, train_z = encode(self.model, m.train_x)
-        test_h, test_z = encode(self.model, m.test_x)
+        train_h, train_z = encode(self.model, m.train_x, precision=self.config.precision)
+        test_h, test_z = encode(self.model, m.test_x, precision=self.config.precision)
         knn = knn_accuracy(train_h, m.train_y, test_h, m.test_y, k=min(self.config.knn_k, len(m.train_y)))
         record = {"epoch": epoch, **stats, "knn_acc": knn, "uniformity": uniformity(test_z),
                   "tolerance": tolerance(test_z, m.test_y)}
