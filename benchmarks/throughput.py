@@ -1,26 +1,35 @@
-"""Training throughput: clmini's engine against a conventional input pipeline, same model and loss.
+"""Training throughput: clmini's engine in float32 and in bf16 against a conventional input pipeline.
 
-Both sides train the same network (``--arch``) with the same loss (InfoNCE, tau = 0.2), optimiser
-(Adam), batch size and two SimCLR views per image; they differ only in how the views are made:
+Every side trains the same network (``--arch``) with the same loss (InfoNCE, tau = 0.2), optimiser
+(Adam), batch size and two SimCLR views per image:
 
-- **engine**: the data set is a uint8 tensor on the training device and each batch is augmented
-  there in one batched call (:func:`clmini.engine.augment.augment`);
+- **engine fp32 / engine bf16**: the engine's own training step (:meth:`clmini.engine.Trainer.train_step`:
+  the data set is a uint8 tensor on the device, each batch is augmented there in one batched call,
+  the network runs under the run's precision, the loss in float32), run from a
+  :class:`~clmini.engine.TrainConfig` with ``precision="fp32"`` and ``"bf16"``;
 - **conventional**: torchvision's per-sample transforms (``transforms.v2``: RandomResizedCrop,
-  RandomHorizontalFlip, ColorJitter with p = 0.8, RandomGrayscale for RGB) run in ``DataLoader``
-  worker processes, batches are collated, pinned and copied to the device.
+  RandomHorizontalFlip, ColorJitter with p = 0.8, RandomGrayscale for RGB) in ``DataLoader`` worker
+  processes, batches collated, pinned and copied to the device, the same model and loss in the same
+  precision.
 
-Reported: source images per second (each gives two views), the engine's augmentation time as a
-share of its step time (augmentation timed alone on the same batches), and the share of the
-conventional pipeline's step time spent waiting for data. A benchmark, not a
-test: run it on the machine you care about, e.g.
+Reported per side: source images per second (each gives two views); for the engine, augmentation
+time as a share of its step time (augmentation timed alone on the same batches) and the fraction of
+the compute limit reached, i.e. achieved FLOP/s (FLOPs of one step counted by
+``torch.utils.flop_counter``) over the FLOP/s of a large matmul in the same precision measured in
+the same run; for the conventional side, the share of its time spent waiting for data.
+``--concurrent K`` also trains K engine runs at once in separate processes (threads split between
+them on the CPU) and reports their total throughput against one run. A benchmark, not a test: run
+it on the machine you care about, e.g.
 
-    python benchmarks/throughput.py --device cpu --arch small-cnn --workers 2
-    python benchmarks/throughput.py --device cuda --arch resnet18 --workers 8
+    python benchmarks/throughput.py --device cpu --arch small-cnn --workers 2 --markdown out.md
+    python benchmarks/throughput.py --device cuda --arch small-cnn --workers 8 --concurrent 8
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import platform
 import sys
 import time
 from pathlib import Path
@@ -29,17 +38,73 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clmini.engine import TrainConfig, Trainer, native_bf16, resolve_device  # noqa: E402
 from clmini.engine.augment import AugmentConfig, augment  # noqa: E402
 from clmini.engine.data import load_dataset  # noqa: E402
-from clmini.metrics import autocast  # noqa: E402
 from clmini.losses import InfoNCE, two_views  # noqa: E402
-from clmini.engine.models import build_model  # noqa: E402
-from clmini.engine import resolve_device  # noqa: E402
+from clmini.metrics import autocast  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
+    """Seconds per call of ``fn(i)``, ``i = 0 .. repeats - 1``, one synchronisation at the end."""
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(repeats):
+        fn(i)
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+# -------------------------------------------------------------------------------- the compute limit
+def matmul_flops_per_s(device: torch.device, precision: str, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of an ``n x n`` matmul in ``precision``: what the hardware gives dense compute here."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    return 2 * n ** 3 / timed(lambda i: a @ b, repeats, device)
+
+
+def step_flops(trainer: Trainer) -> float:
+    """FLOPs of one training step of the network (forward and backward of both views)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    views = torch.rand(2 * trainer.config.batch_size, *trainer.data.train_x.shape[1:], device=trainer.device)
+    with FlopCounterMode(display=False) as counter:
+        trainer.model(views).sum().backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+# -------------------------------------------------------------------------------- the two pipelines
+def engine_config(arch: str, batch_size: int, precision: str) -> TrainConfig:
+    return TrainConfig(arch=arch, batch_size=batch_size, precision=precision, loss="infonce",
+                       loss_args={"temperature": 0.2}, optimizer="adam", lr=1e-3, epochs=1)
+
+
+def bench_engine(data, arch, batch_size, steps, warmup, device, precision) -> dict:
+    trainer = Trainer(engine_config(arch, batch_size, precision), data, device)
+    batches = trainer.epoch_batches(0)
+    generator = torch.Generator().manual_seed(0)
+
+    def step(i):
+        trainer.train_step(batches[i % len(batches)], generator, 1e-3)
+
+    timed(step, warmup, device)
+    step_time = timed(lambda i: step(warmup + i), steps, device)
+
+    def views(i):
+        images = trainer.train_data.train_x[batches[(warmup + i) % len(batches)]]
+        augment(torch.cat([images, images]), generator, trainer.config.augment)
+
+    augment_time = timed(views, steps, device)
+    achieved = step_flops(trainer) / step_time
+    return {"images_per_s": batch_size / step_time, "augment_share": augment_time / step_time,
+            "compute_fraction": achieved / matmul_flops_per_s(device, precision)}
 
 
 class TwoViews(torch.utils.data.Dataset):
@@ -68,65 +133,19 @@ class TwoViews(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
-def make_model(arch, data, device):
-    torch.manual_seed(0)
-    model = build_model(arch, data.channels, *data.channel_stats()).to(device)
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
-
-
-def train_step(model, optimizer, loss_fn, v1, v2, device):
-    with autocast(device):
-        z = model(torch.cat([v1, v2]))
-    z, labels = two_views(*z.float().chunk(2))
-    loss = loss_fn(z, labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def bench_engine(data, arch, batch_size, steps, warmup, device):
-    model, optimizer = make_model(arch, data, device)
-    loss_fn = InfoNCE(0.2)
-    images = data.train_x.to(device)
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(images), device=device)
-
-    def views(step):
-        index = order[(step * batch_size) % (len(images) - batch_size):][:batch_size]
-        return augment(images[index].repeat(2, 1, 1, 1), generator).chunk(2)
-
-    for step in range(warmup):
-        train_step(model, optimizer, loss_fn, *views(step), device)
-    synchronize(device)
-    start = time.perf_counter()
-    for step in range(steps):
-        train_step(model, optimizer, loss_fn, *views(step), device)
-    synchronize(device)
-    step_time = (time.perf_counter() - start) / steps
-    # Augmentation alone on the same batches (timing it inside the loop would need a
-    # synchronisation per step, which on a GPU also charges it the previous step's queued work).
-    start = time.perf_counter()
-    for step in range(steps):
-        views(step)
-    synchronize(device)
-    augment_time = (time.perf_counter() - start) / steps
-    return {"images_per_s": batch_size / step_time, "augment_share": augment_time / step_time}
-
-
-def bench_conventional(data, arch, batch_size, steps, warmup, device, workers):
-    model, optimizer = make_model(arch, data, device)
-    loss_fn = InfoNCE(0.2)
+def bench_conventional(data, arch, batch_size, steps, warmup, device, workers, precision) -> dict:
+    trainer = Trainer(engine_config(arch, batch_size, precision), data, device)  # the same network
+    model, optimizer, loss_fn = trainer.model, trainer.optimizer, InfoNCE(0.2)
     loader = torch.utils.data.DataLoader(
         TwoViews(data.train_x.cpu(), AugmentConfig()), batch_size=batch_size, shuffle=True, drop_last=True,
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None)
     batches = iter(loader)
-    wait_time = 0.0
+    wait_time, start = 0.0, time.perf_counter()
     for step in range(warmup + steps):
         if step == warmup:
             synchronize(device)
-            start = time.perf_counter()
-            wait_time = 0.0
+            start, wait_time = time.perf_counter(), 0.0
         t0 = time.perf_counter()
         try:
             v1, v2 = next(batches)
@@ -134,11 +153,56 @@ def bench_conventional(data, arch, batch_size, steps, warmup, device, workers):
             batches = iter(loader)
             v1, v2 = next(batches)
         wait_time += time.perf_counter() - t0
-        train_step(model, optimizer, loss_fn, v1.to(device, non_blocking=True), v2.to(device, non_blocking=True),
-                   device)
+        with autocast(device, precision):
+            z = model(torch.cat([v1, v2]).to(device, non_blocking=True))
+        z, labels = two_views(*z.float().chunk(2))
+        loss = loss_fn(z, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     synchronize(device)
     total = time.perf_counter() - start
     return {"images_per_s": steps * batch_size / total, "data_wait_share": wait_time / total}
+
+
+# -------------------------------------------------------------------------------- several runs at once
+def _one_of_many(args: tuple) -> float:
+    dataset, root, arch, batch_size, steps, warmup, device, precision, threads = args
+    torch.set_num_threads(threads)
+    data = load_dataset(dataset, root, device=torch.device(device))
+    return bench_engine(data, arch, batch_size, steps, warmup, torch.device(device), precision)["images_per_s"]
+
+
+def bench_concurrent(k: int, dataset, root, arch, batch_size, steps, warmup, device, precision) -> dict:
+    """Total images/s of ``k`` engine runs in ``k`` processes started together (one run: ``k = 1``)."""
+    threads = max(1, torch.get_num_threads() // k) if device.type == "cpu" else torch.get_num_threads()
+    jobs = [(dataset, root, arch, batch_size, steps, warmup, str(device), precision, threads)] * k
+    with multiprocessing.get_context("spawn").Pool(k) as pool:
+        rates = pool.map(_one_of_many, jobs)
+    return {"runs": k, "threads_per_run": threads, "total_images_per_s": sum(rates)}
+
+
+# -------------------------------------------------------------------------------- report
+def markdown(result: dict) -> str:
+    rows = [f"Device: {result['device']} ({result['cpu']}), torch {result['torch']}, {result['threads']} threads, "
+            f"{result['arch']} on {result['dataset']}, batch {result['batch_size']} (two views each), "
+            f"{result['steps']} timed steps after {result['warmup']} warm-up, in one process, one after the other.",
+            "", "| pipeline | precision | images/s | × engine fp32 | × conventional same precision | notes |",
+            "|---|---|---|---|---|---|"]
+    base = result["engine"]["fp32"]["images_per_s"]
+    for precision, row in result["engine"].items():
+        conventional = result["conventional"][precision]["images_per_s"]
+        rows.append(f"| engine | {precision} | {row['images_per_s']:.0f} | {row['images_per_s'] / base:.2f} | "
+                    f"{row['images_per_s'] / conventional:.2f} | augmentation {100 * row['augment_share']:.0f} % of "
+                    f"the step; {100 * row['compute_fraction']:.0f} % of the {precision} matmul FLOP/s |")
+    for precision, row in result["conventional"].items():
+        rows.append(f"| conventional ({result['workers']} workers) | {precision} | {row['images_per_s']:.0f} | "
+                    f"{row['images_per_s'] / base:.2f} | 1.00 | waiting for data "
+                    f"{100 * row['data_wait_share']:.0f} % of the time |")
+    for row in result.get("concurrent", []):
+        rows.append(f"| engine, {row['runs']} runs at once | {result['best_precision']} | "
+                    f"{row['total_images_per_s']:.0f} (total) | – | – | {row['threads_per_run']} threads per run |")
+    return "\n".join(rows) + "\n"
 
 
 def main(argv=None) -> int:
@@ -152,26 +216,33 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional side")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[],
+                        help="also train K engine runs at once in K processes (e.g. 1 4 8), best precision")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the table to this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    data = load_dataset(args.dataset, args.root)
-    engine = bench_engine(data, args.arch, args.batch_size, args.steps, args.warmup, device)
-    conventional = bench_conventional(data, args.arch, args.batch_size, args.steps, args.warmup, device,
-                                      args.workers)
+    data = load_dataset(args.dataset, args.root, device=device)
+    precisions = ["fp32"] + (["bf16"] if native_bf16(device) else [])
+    common = (data, args.arch, args.batch_size, args.steps, args.warmup, device)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "arch": args.arch, "dataset": args.dataset,
-              "batch_size": args.batch_size, "steps": args.steps, "workers": args.workers,
-              "engine": engine, "conventional": conventional,
-              "speedup": engine["images_per_s"] / conventional["images_per_s"]}
-    print(f"{args.arch} on {result['device']} ({result['threads']} threads), batch {args.batch_size}: "
-          f"engine {engine['images_per_s']:.0f} img/s (augmentation {100 * engine['augment_share']:.1f} % "
-          f"of step time), conventional ({args.workers} workers) {conventional['images_per_s']:.0f} img/s "
-          f"(waiting for data {100 * conventional['data_wait_share']:.1f} %): {result['speedup']:.2f}x")
+              "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "workers": args.workers,
+              "best_precision": precisions[-1],
+              "engine": {p: bench_engine(*common, p) for p in precisions},
+              "conventional": {p: bench_conventional(*common, args.workers, p) for p in precisions}}
+    if args.concurrent:
+        result["concurrent"] = [bench_concurrent(k, args.dataset, args.root, args.arch, args.batch_size, args.steps,
+                                                 args.warmup, device, precisions[-1]) for k in args.concurrent]
+    table = markdown(result)
+    print(table)
     print(json.dumps(result), flush=True)
+    if args.markdown:
+        args.markdown.write_text(table)
     return 0
 
 

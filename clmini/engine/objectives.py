@@ -65,6 +65,7 @@ class CrossEntropy(Objective):
         with torch.random.fork_rng(devices=[]):  # its own start, whatever else drew numbers before
             torch.manual_seed(config.seed)
             self.classifier = nn.Linear(config.proj_dim, n_classes)
+        self.precision = config.precision
 
     def forward(self, z: Tensor) -> Tensor:
         return self.classifier(z)
@@ -74,7 +75,7 @@ class CrossEntropy(Objective):
 
     @torch.no_grad()
     def final_metrics(self, model: nn.Module, data) -> dict:
-        _, z = encode(model, data.test_x)
+        _, z = encode(model, data.test_x, precision=self.precision)
         was_training = self.classifier.training
         self.classifier.eval()
         correct = (self.classifier(z).argmax(1) == data.test_y).float().mean()

@@ -24,14 +24,15 @@ def uniformity(z: Tensor, t: float = 2.0) -> float:
         raise ValueError(f"z: need at least 2 points, got {z.shape[0]}")
     z = F.normalize(z.float(), dim=1)
     n = z.shape[0]
-    # On the sphere ||z_i - z_j||^2 = 2 - 2 s_ij; the diagonal is masked out with -inf.
-    terms = []
+    # On the sphere -t ||z_i - z_j||^2 = 2t (s_ij - 1); the diagonal is masked out with -inf. Each
+    # row's log-sum-exp is exact in float32 (it subtracts the row's maximum); only the n row values
+    # are combined in float64.
+    rows = []
     for start in range(0, n, CHUNK):
-        block = -t * (2 - 2 * z[start:start + CHUNK] @ z.T)
-        rows = torch.arange(block.shape[0], device=z.device)
-        block[rows, rows + start] = float("-inf")
-        terms.append(torch.logsumexp(block.double().flatten(), 0))
-    log_mean = torch.logsumexp(torch.stack(terms), 0) - math.log(n * (n - 1))
+        block = (z[start:start + CHUNK] @ z.T).sub_(1).mul_(2 * t)                 # [chunk, n]
+        block.diagonal(offset=start).fill_(float("-inf"))
+        rows.append(torch.logsumexp(block, dim=1))                                  # [chunk]
+    log_mean = torch.logsumexp(torch.cat(rows).double(), 0) - math.log(n * (n - 1))
     return float(-log_mean)
 
 
@@ -69,12 +70,16 @@ def class_separation(train_z: Tensor, train_labels: Tensor, test_z: Tensor, test
     check_rows(train_z, train_labels, "train_z")
     check_rows(test_z, test_labels, "test_z")
     bank = F.normalize(train_z.float(), dim=1)
+    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
     nearest_same, nearest_other = [], []
     for query, labels in zip(F.normalize(test_z.float(), dim=1).split(CHUNK), test_labels.split(CHUNK)):
-        sim = query @ bank.T
-        same = labels[:, None] == train_labels[None, :]
-        nearest_same.append(sim.masked_fill(~same, float("-inf")).amax(1))
-        nearest_other.append(sim.masked_fill(same, float("-inf")).amax(1))
+        sim = query @ bank.T                                                          # [chunk, bank]
+        # the nearest bank sample of each class, in one pass over the similarities
+        per_class = torch.full((len(query), n_classes), float("-inf"), device=sim.device)  # [chunk, C]
+        per_class.scatter_reduce_(1, train_labels.expand_as(sim), sim, "amax")
+        own = labels[:, None]
+        nearest_same.append(per_class.gather(1, own).squeeze(1))
+        nearest_other.append(per_class.scatter(1, own, float("-inf")).amax(1))
     same, other = torch.cat(nearest_same), torch.cat(nearest_other)
     if torch.isinf(same).any() or torch.isinf(other).any():
         raise ValueError("train_labels: every test class needs same-class and other-class training samples")

@@ -111,3 +111,42 @@ def test_pair_similarities_and_histograms():
     assert hist["negative"] == pytest.approx([0, 0, 1 / width, 0])   # all negatives at s = 0
     for key in ("positive", "negative"):
         assert sum(hist[key]) * width == pytest.approx(1.0)
+
+
+def test_uniformity_equals_its_float64_definition():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(1300, 16, generator=g)  # more than one row chunk
+    zn = F.normalize(z.double(), dim=1)
+    d2 = torch.cdist(zn, zn) ** 2
+    off = ~torch.eye(len(z), dtype=torch.bool)
+    for t in (0.5, 2.0, 10.0):
+        expected = -math.log(torch.exp(-t * d2[off]).mean().item())
+        assert uniformity(z, t=t) == pytest.approx(expected, rel=1e-6)
+
+
+def test_class_separation_equals_a_brute_force_nearest_neighbour():
+    g = torch.Generator().manual_seed(4)
+    bank, bank_y = torch.randn(1500, 8, generator=g), torch.randint(0, 5, (1500,), generator=g)
+    query, query_y = torch.randn(1100, 8, generator=g), torch.randint(0, 5, (1100,), generator=g)
+    sim = F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T
+    same = torch.stack([sim[i, bank_y == query_y[i]].max() for i in range(len(query))])
+    other = torch.stack([sim[i, bank_y != query_y[i]].max() for i in range(len(query))])
+    terms = class_separation(bank, bank_y, query, query_y)
+    assert terms["nearest_same_sim"] == float(same.median())
+    assert terms["nearest_other_sim"] == float(other.median())
+    assert terms["separation"] == float((same.median() - other.median()).abs())
+
+
+def test_the_probe_gradient_is_the_objective_s_gradient():
+    from clmini.metrics.probe import softmax_regression
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(50, 6, generator=g, dtype=torch.float64), torch.ones(50, 1, dtype=torch.float64)], 1)
+    onehot = F.one_hot(torch.randint(0, 3, (50,), generator=g), 3).double()
+    params = torch.randn(3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    reference = (F.cross_entropy(x[:, :-1] @ params[:, :-1].T + params[:, -1], onehot.argmax(1))
+                 + 0.5 * 1e-2 * params[:, :-1].pow(2).sum())
+    (expected,) = torch.autograd.grad(reference, params)
+    loss, grad = softmax_regression(params.detach(), x, onehot, 1e-2)
+    assert float(loss) == pytest.approx(reference.item(), rel=1e-12)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
