@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from clmini.engine import (ARCHS, DATASETS, MODES, MONITORS, OBJECTIVES, OPTIMIZERS, AugmentConfig, TrainConfig,
-                           load_run, loss_arguments, train_or_load)
+from clmini.engine import (ARCHS, DATASETS, MODES, MONITORS, OBJECTIVES, OPTIMIZERS, PRECISIONS, AugmentConfig,
+                           TrainConfig, load_run, loss_arguments, train_or_load)
 from clmini.engine import rundir
 from clmini.losses import LOSSES
 
@@ -37,6 +37,7 @@ _HELP = {
     "momentum": "SGD momentum",
     "weight_decay": "weight decay",
     "warmup_epochs": "linear warm-up epochs before the cosine decay",
+    "precision": "fp32, bf16 (autocast; the loss stays float32), or auto: bf16 where the device has it natively",
     "seed": "seed of the run (initialisation, batches, augmentations)",
     "knn_k": "k of the weighted kNN classifier",
     "eval_train_size": "kNN bank / linear-probe training images ('all' for the whole split)",
@@ -57,7 +58,8 @@ _HELP = {
     "blur_sigma": "Gaussian blur sigma range",
 }
 _CHOICES = {"dataset": DATASETS, "arch": ARCHS, "mode": MODES, "optimizer": OPTIMIZERS,
-            "loss": tuple(sorted(LOSSES)), "objective": tuple(OBJECTIVES), "monitors": tuple(MONITORS)}
+            "loss": tuple(sorted(LOSSES)), "objective": tuple(OBJECTIVES), "monitors": tuple(MONITORS),
+            "precision": PRECISIONS}
 
 
 def _int_or_all(text: str) -> int | None:

@@ -24,7 +24,7 @@ def test_help_lists_every_loss_and_hyperparameter(capsys):
     for option in ("--temperature", "--eps", "--tau-min", "--tau-max", "--lam", "--k", "--alpha",
                    "--mode", "--optimizer", "--lr", "--warmup-epochs", "--seed", "--crop-scale",
                    "--blur-p", "--hue", "--knn-k", "--dataset", "--arch", "--device", "--runs-dir",
-                   "--objective", "--monitors"):
+                   "--objective", "--monitors", "--precision"):
         assert option in text
 
 
@@ -37,6 +37,7 @@ def test_help_lists_every_loss_and_hyperparameter(capsys):
     (["--epochs", "two"], "invalid int value"),
     (["--objective", "cross-entropy"], "--objective cross-entropy needs mode supervised"),
     (["--monitors", "geometry"], "invalid choice"),
+    (["--precision", "fp16"], "invalid choice"),
 ])
 def test_bad_values_fail_before_any_work(tmp_path, capsys, argv, message):
     runs_dir = tmp_path / "runs"
