@@ -13,8 +13,11 @@ pytorch-metric-learning loss of the same definition, and the peak memory in unit
 ``torch.cuda.max_memory_allocated``). A reference that cannot run (pytorch-metric-learning's
 ``NTXentLoss`` builds O(N^3) index tensors) is reported, not crashed on.
 
-    python benchmarks/bench_losses.py                      # CPU, N = 512 2048 8192
+    python benchmarks/bench_losses.py                      # CPU, N = 512 2048 4096 8192
     python benchmarks/bench_losses.py --device cuda --sizes 512 2048 8192 16384
+
+Timings are only meaningful on an otherwise idle machine: with torch using every core, one busy
+core stalls each parallel region (seen: 10x and worse on a 2-core machine).
 """
 from __future__ import annotations
 
@@ -111,7 +114,7 @@ def cannot_run(name: str, n: int, memory_gb: float) -> str | None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 4096, 8192])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-memory-gb", type=float, default=4.0,

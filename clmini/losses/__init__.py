@@ -15,6 +15,9 @@ self-supervised two-view batches, classes for supervised ones). For anchor ``i``
 
 Everything is computed in log-space from one ``N x N`` similarity matrix: ``logsumexp`` over
 ``-inf``-masked rows, ``softplus`` for ``-log(e^a / (e^a + e^b))``; no Python loop over samples.
+The pairs come from the labels (:class:`Pairs`, no ``N x N`` mask), and the matrix is read by
+fused row reductions (:mod:`clmini.losses.rowwise`): logit map, mask and log-sum-exp go through
+one cache-sized block of rows at a time, so a loss holds ``sim`` and its gradient and little else.
 Half-precision inputs are promoted to float32 before any logit is formed (``exp(s/tau)`` or
 ``artanh(1 - eps)`` do not survive fp16/bf16).
 
@@ -24,11 +27,11 @@ A new variant is one line, e.g. SINCERE with temperature-free logits::
 """
 from clmini.losses.contrastive import (SINCERE, ContrastiveLoss, DySTreSS, HardContrastive, InfoNCE, SupCon,
                                        TemperatureFree)
-from clmini.losses.core import (DENOMINATORS, REDUCTIONS, Pairs, PairwiseLoss, Reduction, masked_logsumexp,
-                                pair_masks, two_views)
+from clmini.losses.core import DENOMINATORS, REDUCTIONS, Pairs, PairwiseLoss, Reduction, pair_masks, two_views
 from clmini.losses.logit_maps import Artanh, CosineTemperature, LogitMap, Scaled
 from clmini.losses.negatives import HardNegatives
 from clmini.losses.registry import LOSSES, make_loss
+from clmini.losses.rowwise import masked_logsumexp
 from clmini.losses.simple import HardSimple, SimpleLoss
 
 __all__ = [

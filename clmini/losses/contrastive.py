@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clmini.losses.core import (DENOMINATORS, Pairs, PairwiseLoss, Reduction, _mean_over_positives,
-                                _positive_number, masked_logsumexp)
+                                _positive_number)
 from clmini.losses.logit_maps import Artanh, CosineTemperature, LogitMap, Scaled
 from clmini.losses.negatives import HardNegatives
+from clmini.losses.rowwise import AllOthers, LogSumExpRows, reduce_rows
 
 
 class ContrastiveLoss(PairwiseLoss):
@@ -34,19 +35,18 @@ class ContrastiveLoss(PairwiseLoss):
         self.denominator = denominator
 
     def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
-        logits = self.logit_map(sim)
-        rows, cols = pairs.positives.nonzero(as_tuple=True)
-        positive_map = self.positive_logit_map
-        positive_logits = logits[rows, cols] if positive_map is None else positive_map(sim[rows, cols])
+        # who enters anchor i's log-sum-exp: every other sample, or its (kept) negatives
+        terms = AllOthers() if self.denominator == "all" else pairs
+        log_denominators, positive_sims = reduce_rows(sim, LogSumExpRows(self.logit_map, terms), pairs.rows, pairs.cols)
+        positive_map = self.logit_map if self.positive_logit_map is None else self.positive_logit_map
+        positive_logits = positive_map(positive_sims)
         if self.denominator == "all":
-            others = ~torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
-            pair_loss = masked_logsumexp(logits, others)[rows] - positive_logits
+            pair_loss = log_denominators[pairs.rows] - positive_logits
         else:
             # -log(e^a / (e^a + e^b)) = softplus(b - a), b = logsumexp over negatives (-inf if none)
-            negatives = masked_logsumexp(logits, pairs.negatives)
             # threshold 40 (not 20): past it softplus returns x and drops e^-x, ~2e-9 at 20 (float64 matters)
-            pair_loss = F.softplus(negatives[rows] - positive_logits, threshold=40)
-        return _mean_over_positives(pair_loss, rows, pairs)
+            pair_loss = F.softplus(log_denominators[pairs.rows] - positive_logits, threshold=40)
+        return _mean_over_positives(pair_loss, pairs.rows, pairs)
 
     def extra_repr(self) -> str:
         return f"denominator={self.denominator!r}, reduction={self.reduction!r}, normalize={self.normalize}"

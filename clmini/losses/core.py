@@ -1,5 +1,5 @@
-"""The frame every loss shares: argument checks, pair masks, masked log-sum-exp, the batch loss
-(normalisation, one similarity matrix, reduction)."""
+"""The frame every loss shares: argument checks, pair masks, the pairs of a batch (from its labels),
+the batch loss (normalisation, one similarity matrix, reduction)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from clmini.losses.rowwise import Scratch
 
 if TYPE_CHECKING:
     from clmini.losses.negatives import HardNegatives
@@ -42,7 +44,9 @@ def _check_labels(labels: Tensor, n: int) -> None:
 
 
 def _check_finite(name: str, x: Tensor) -> None:
-    if not bool(torch.isfinite(x).all()):
+    # NaN and inf propagate through a sum: a finite sum proves every entry finite at the cost of one
+    # reduction (the entry-wise test costs several passes); only an overflowing sum needs it
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
 
 
@@ -53,59 +57,66 @@ def _promote(x: Tensor) -> Tensor:
 
 # --------------------------------------------------------------------------- building blocks
 def pair_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Boolean ``[N, N]`` masks of positive pairs (same label, not self) and negative pairs."""
-    same = labels[:, None] == labels[None, :]
-    positives = same.clone()
+    """Boolean ``[N, N]`` masks of positive pairs (same label, not self) and negative pairs (for callers
+    that want the masks; the losses read the pairs from :class:`Pairs` instead)."""
+    same = labels[:, None] == labels[None, :]   # [N, N]
+    positives = same.clone()                     # [N, N]
     positives.fill_diagonal_(False)
-    return positives, ~same
+    return positives, ~same                      # [N, N]
 
 
 @dataclass
 class Pairs:
-    """Who is whose positive and negative in a batch, with the per-anchor counts ``[N]``."""
+    """Who is whose positive and negative in a batch, from the labels alone: no ``N x N`` mask.
 
-    positives: Tensor
-    negatives: Tensor
+    ``rows``/``cols`` ``[P]``: the positive pairs ``(i, p)`` in row-major order; ``n_positives``,
+    ``n_negatives`` ``[N]``: per-anchor counts; ``thresholds`` ``[N]`` (set by a hard-negative
+    selection, ``None`` otherwise): each anchor keeps only the negatives at least this similar.
+    As a selection of :mod:`clmini.losses.rowwise` it admits each anchor's (kept) negatives.
+    ``positives``/``negatives``: the ``[N, N]`` masks, built on demand for callers that want them.
+    """
+
+    labels: Tensor
+    rows: Tensor
+    cols: Tensor
     n_positives: Tensor
     n_negatives: Tensor
+    thresholds: Tensor | None = None
 
     @classmethod
     def from_labels(cls, labels: Tensor) -> "Pairs":
-        positives, negatives = pair_masks(labels)
-        # counts from the labels (O(N log N)) rather than from reductions over the N x N masks
-        _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        same = counts[inverse]
-        return cls(positives, negatives, same - 1, labels.shape[0] - same)
+        # O(N log N + P): group the samples by label, then enumerate each anchor's group but itself
+        n = labels.shape[0]
+        _, group, sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+        order = torch.argsort(group, stable=True)          # samples grouped, ascending within a group
+        starts = sizes.cumsum(0) - sizes                   # where each group begins in `order`
+        n_positives = sizes[group] - 1
+        index = torch.arange(n, device=labels.device)
+        rank = torch.empty_like(order).index_copy_(0, order, index) - starts[group]  # place in own group
+        rows = index.repeat_interleave(n_positives)
+        t = torch.arange(len(rows), device=labels.device) - (n_positives.cumsum(0) - n_positives)[rows]
+        cols = order[starts[group[rows]] + t + (t >= rank[rows])]  # the t-th member, skipping the anchor
+        return cls(labels, rows, cols, n_positives, n - 1 - n_positives)
 
+    @property
+    def positives(self) -> Tensor:
+        """Boolean ``[N, N]`` mask of the positive pairs."""
+        return pair_masks(self.labels)[0]
 
-class _MaskedLogSumExp(torch.autograd.Function):
-    """Row-wise log-sum-exp over the ``True`` entries of a mask, with a lean backward.
+    @property
+    def negatives(self) -> Tensor:
+        """Boolean ``[N, N]`` mask of every negative pair (before any hard selection: ``thresholds``)."""
+        return pair_masks(self.labels)[1]
 
-    Forward keeps ``e = exp(x - rowmax)`` (zero where masked) and the row sums; backward is then a
-    single product ``e * g / sum`` -- two fewer passes over the ``N x N`` matrix than autograd's
-    ``where`` + ``logsumexp`` and no NaN for empty rows (their gradient is exactly 0).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, mask: Tensor) -> Tensor:
-        e = torch.where(mask, x, float("-inf"))
-        rowmax = e.amax(dim=1, keepdim=True)
-        rowmax = torch.where(torch.isfinite(rowmax), rowmax, 0.0)  # empty rows: any finite shift
-        e.sub_(rowmax).exp_()
-        total = e.sum(dim=1)
-        ctx.save_for_backward(e, total)
-        return total.log() + rowmax.squeeze(1)  # log(0) = -inf for empty rows
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        e, total = ctx.saved_tensors
-        scale = torch.where(total > 0, grad / total, 0.0)
-        return e * scale[:, None], None
-
-
-def masked_logsumexp(x: Tensor, mask: Tensor) -> Tensor:
-    """Row-wise ``log sum_{j: mask_ij} exp(x_ij)``: ``-inf`` (with zero gradient) for a row with no ``True``."""
-    return _MaskedLogSumExp.apply(x, mask)
+    def fill_outside_(self, values: Tensor, sim_rows: Tensor, start: int, fill: float, scratch: Scratch) -> Tensor:
+        """Set to ``fill`` the entries of rows ``start..`` that are not the row anchor's (kept) negatives."""
+        block = slice(start, start + len(values))
+        same = torch.eq(self.labels[block, None], self.labels, out=scratch.flags)            # [B, N]
+        values.masked_fill_(same, fill)                                                      # [B, N]
+        if self.thresholds is not None:
+            easier = torch.lt(sim_rows, self.thresholds[block, None], out=scratch.flags)     # [B, N]
+            values.masked_fill_(easier, fill)                                                # [B, N]
+        return values
 
 
 def two_views(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,7 +132,8 @@ class PairwiseLoss(nn.Module):
     """Shared frame: checks, normalisation, the similarity matrix, masks and the reduction.
 
     Subclasses define ``per_anchor(sim, pairs) -> [N]`` (``pairs``: :class:`Pairs`) (the loss of each anchor,
-    already averaged over its positives; any value for anchors without positives).
+    already averaged over its positives; any value for anchors without positives), reading ``sim``
+    through :func:`clmini.losses.rowwise.reduce_rows` so that no ``N x N`` temporary is formed.
     """
 
     def __init__(self, reduction: Reduction = "mean", normalize: bool = True,
@@ -164,8 +176,7 @@ class PairwiseLoss(nn.Module):
             raise ValueError("labels: the batch has no positive pair (every label is unique); "
                              "self-supervised batches need two views per instance")
         if self.hard_negatives is not None:
-            pairs.negatives = self.hard_negatives(sim, pairs.negatives)
-            pairs.n_negatives = pairs.negatives.sum(dim=1)
+            pairs.thresholds, pairs.n_negatives = self.hard_negatives.select(sim, pairs)
         per_anchor = torch.where(has_positive, self.per_anchor(sim, pairs), 0.0)
         if self.reduction == "none":
             return per_anchor

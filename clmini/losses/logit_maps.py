@@ -8,6 +8,24 @@ import torch
 from torch import Tensor, nn
 
 from clmini.losses.core import _positive_number, _promote
+from clmini.losses.rowwise import Scratch
+
+
+class _Logits(torch.autograd.Function):
+    """``l(s)`` for a whole tensor through the map's own ``logits_``/``slope_``: the same value and
+    derivative the fused row reductions compute block by block."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor, logit_map: LogitMap) -> Tensor:
+        ctx.logit_map = logit_map
+        ctx.save_for_backward(s)
+        return logit_map.logits_(s, torch.empty_like(s))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (s,) = ctx.saved_tensors
+        scratch = Scratch(torch.empty_like(s), torch.empty_like(s, dtype=torch.bool))
+        return ctx.logit_map.slope_(s, grad.clone(), scratch), None
 
 
 # --------------------------------------------------------------------------- logit maps
@@ -20,7 +38,26 @@ class LogitMap(nn.Module):
     ``symbolic(s).subs(self.symbol_values())`` is the exact function ``forward`` computes (up to
     the numerical clamp of :class:`Artanh`). This is the one definition of each map's formula:
     :mod:`clmini.symbolic` derives from it.
+
+    Numerically a map is two in-place methods, which the fused row reductions of
+    :mod:`clmini.losses.rowwise` call on each block of rows (so they should not allocate ``[B, N]``
+    tensors, which costs page faults on every block; ``scratch`` holds a float and a bool buffer of
+    the block's shape):
+
+    * ``logits_(s, out) -> out``: ``l(s)`` written into ``out``;
+    * ``slope_(s, grad, scratch) -> grad``: ``grad`` multiplied in place by ``dl/ds``.
+
+    ``forward`` (``l(s)`` with autograd, on half precision promoted to float32) is built on them.
     """
+
+    def forward(self, s: Tensor) -> Tensor:
+        return _Logits.apply(_promote(s), self)
+
+    def logits_(self, s: Tensor, out: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def slope_(self, s: Tensor, grad: Tensor, scratch: Scratch) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     @staticmethod
     def symbolic(s):  # pragma: no cover - abstract
@@ -37,8 +74,11 @@ class Scaled(LogitMap):
         super().__init__()
         self.temperature = _positive_number("temperature", temperature)
 
-    def forward(self, s: Tensor) -> Tensor:
-        return s / self.temperature
+    def logits_(self, s: Tensor, out: Tensor) -> Tensor:
+        return torch.div(s, self.temperature, out=out)
+
+    def slope_(self, s: Tensor, grad: Tensor, scratch: Scratch) -> Tensor:
+        return grad.div_(self.temperature)
 
     @staticmethod
     def symbolic(s):
@@ -68,8 +108,14 @@ class Artanh(LogitMap):
             raise ValueError(f"eps must be in (0, 1), got {eps!r}")
         self.eps = eps
 
-    def forward(self, s: Tensor) -> Tensor:
-        return 2 * torch.atanh(_promote(s).clamp(-1 + self.eps, 1 - self.eps))
+    def logits_(self, s: Tensor, out: Tensor) -> Tensor:
+        return torch.clamp(s, -1 + self.eps, 1 - self.eps, out=out).atanh_().mul_(2)
+
+    def slope_(self, s: Tensor, grad: Tensor, scratch: Scratch) -> Tensor:
+        """``2 / (1 - c^2)`` at the clamped ``c``, and 0 where the clamp was active (as autograd's)."""
+        clamped = torch.clamp(s, -1 + self.eps, 1 - self.eps, out=scratch.floats)
+        outside = torch.ne(clamped, s, out=scratch.flags)
+        return grad.mul_(2).div_(clamped.square_().neg_().add_(1)).masked_fill_(outside, 0.0)
 
     @staticmethod
     def symbolic(s):
@@ -99,10 +145,25 @@ class CosineTemperature(LogitMap):
 
     def temperature(self, s: Tensor) -> Tensor:
         """The per-pair temperature ``tau(s)`` (what the loss applies)."""
-        return self.tau_min + (self.tau_max - self.tau_min) * torch.sin(0.5 * math.pi * s) ** 2
+        return self._temperature_(s)
 
-    def forward(self, s: Tensor) -> Tensor:
-        return s / self.temperature(s.detach() if self.detach else s)
+    def _temperature_(self, s: Tensor, out: Tensor | None = None) -> Tensor:
+        """``tau(s) = tau_min + (tau_max - tau_min) sin^2(pi s / 2)`` into ``out`` (new if ``None``)."""
+        sin2 = torch.mul(s, 0.5 * math.pi, out=out).sin_().square_()
+        return sin2.mul_(self.tau_max - self.tau_min).add_(self.tau_min)
+
+    def logits_(self, s: Tensor, out: Tensor) -> Tensor:
+        return torch.div(s, self._temperature_(s, out), out=out)
+
+    def slope_(self, s: Tensor, grad: Tensor, scratch: Scratch) -> Tensor:
+        """``1 / tau(s)`` with ``detach`` (tau is a constant of the gradient); else
+        ``(tau - s tau'(s)) / tau^2`` with ``tau'(s) = (tau_max - tau_min) (pi / 2) sin(pi s)``."""
+        tau = self._temperature_(s, scratch.floats)
+        if self.detach:
+            return grad.div_(tau)
+        # (the ablation without detach allocates its tau'; the paper's loss does not come here)
+        dtau = torch.mul(s, math.pi).sin_().mul_(0.5 * math.pi * (self.tau_max - self.tau_min))
+        return grad.mul_(dtau.mul_(s).neg_().add_(tau)).div_(tau.square_())
 
     @staticmethod
     def symbolic_temperature(s):

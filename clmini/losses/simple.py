@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-import torch
 from torch import Tensor
 
-from clmini.losses.core import Pairs, PairwiseLoss, Reduction
+from clmini.losses.core import Pairs, PairwiseLoss, Reduction, _mean_over_positives
 from clmini.losses.negatives import HardNegatives
+from clmini.losses.rowwise import SumRows, reduce_rows
 
 
 class SimpleLoss(PairwiseLoss):
@@ -29,8 +29,8 @@ class SimpleLoss(PairwiseLoss):
         self.lam = lam
 
     def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:
-        attraction = torch.where(pairs.positives, sim, 0.0).sum(dim=1) / pairs.n_positives.clamp(min=1)
-        repulsion = torch.where(pairs.negatives, sim, 0.0).sum(dim=1)
+        repulsion, positive_sims = reduce_rows(sim, SumRows(pairs), pairs.rows, pairs.cols)
+        attraction = _mean_over_positives(positive_sims, pairs.rows, pairs)
         lam = 1.0 / (pairs.n_negatives + 1).to(sim.dtype) if self.lam is None else self.lam
         return -attraction + lam * repulsion
 

@@ -278,3 +278,12 @@ def test_bad_arguments_name_the_argument(build, match):
 
 def test_registry_is_complete():
     assert set(LOSSES) == set(DEFAULT_ARGS)
+
+
+def test_large_finite_inputs_whose_sum_overflows_are_accepted():
+    """The finite check sums first (cheap); a sum that overflows on finite entries is no error."""
+    z = torch.full((8, 4), 6e4, dtype=torch.float16)  # the fp16 sum is inf, every entry finite
+    assert torch.isinf(z.sum())
+    assert torch.isfinite(InfoNCE(0.2)(z, torch.arange(4).repeat(2)))
+    sim = torch.full((8, 8), 1e308, dtype=torch.float64)  # accepted (what the loss makes of it is its own)
+    assert SimpleLoss(reduction="none").from_similarity(sim, torch.arange(4).repeat(2)).shape == (8,)

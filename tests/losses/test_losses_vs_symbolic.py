@@ -149,3 +149,25 @@ def test_logit_maps_carry_the_symbolic_maps():
         exact = S.lambdify(logit_map.symbolic(S.s).subs(logit_map.symbol_values()), (S.s,))
         torch.testing.assert_close(logit_map(inside), torch.as_tensor(exact(inside.numpy()), dtype=torch.float64),
                                    rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("logit_map, derivative", [
+    (Scaled(0.3), sp.diff(S.scaled_logit(S.s), S.s).subs(S.tau, 0.3)),
+    (Artanh(), sp.diff(S.artanh_logit(S.s), S.s)),
+    (CosineTemperature(0.07, 0.2), (1 / S.dystress_temperature(S.s)).subs({S.tau_min: 0.07, S.tau_max: 0.2})),
+    (CosineTemperature(0.07, 0.2, detach=False), sp.diff(S.dystress_logit(S.s), S.s).subs({S.tau_min: 0.07,
+                                                                                           S.tau_max: 0.2})),
+], ids=["scaled", "artanh", "dystress", "dystress-full"])
+def test_logit_map_derivatives_are_the_symbolic_ones(logit_map, derivative):
+    """Each map's ``slope_`` (the derivative the fused row reductions apply, and its autograd's) is
+    ``dl/ds`` of its SymPy expression; ``sg[s]`` in DySTreSS's temperature: ``1 / tau(s)``."""
+    inside = torch.linspace(-0.99, 0.99, 41, dtype=torch.float64).requires_grad_(True)
+    (grad,) = torch.autograd.grad(logit_map(inside).sum(), inside)
+    exact = torch.as_tensor(S.lambdify(derivative, (S.s,))(inside.detach().numpy()), dtype=torch.float64)
+    torch.testing.assert_close(grad, exact.expand_as(grad), rtol=1e-12, atol=1e-12)  # (Scaled's is a number)
+
+
+def test_artanh_gradient_vanishes_where_clamped():
+    s = torch.tensor([-1.0, -1 + 1e-7, 0.5, 1 - 1e-7, 1.0], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(Artanh(eps=1e-6)(s).sum(), s)
+    assert grad[[0, 1, 3, 4]].eq(0).all() and grad[2] == pytest.approx(2 / (1 - 0.25), rel=1e-15)
