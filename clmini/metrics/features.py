@@ -19,19 +19,11 @@ def autocast(device: torch.device, precision: str = "fp32"):
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
-#: Pixels per encoding batch: 4096 Fashion-MNIST images, fewer larger ones (the activations of a
-#: batch stay a few hundred MB). Larger batches amortise the per-call overhead of the small CNN.
-BATCH_PIXELS = 4096 * 28 * 28
-
-
 @torch.no_grad()
-def encode(model: nn.Module, images: Tensor, batch_size: int | None = None,
+def encode(model: nn.Module, images: Tensor, batch_size: int = 1024,
            precision: str = "fp32") -> tuple[Tensor, Tensor]:
     """Encoder features ``h`` and projections ``z`` (float32) of uint8 ``images``, in eval mode,
-    the network run in ``precision`` (:func:`autocast`); ``batch_size=None``: :data:`BATCH_PIXELS`
-    worth of images per batch."""
-    if batch_size is None:
-        batch_size = max(1, BATCH_PIXELS // (images.shape[-1] * images.shape[-2]))
+    the network run in ``precision`` (:func:`autocast`)."""
     was_training = model.training
     model.eval()
     features, projections = [], []

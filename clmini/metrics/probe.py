@@ -25,33 +25,19 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     x_train = (train_features.float() - mean) / std
     x_test = (test_features.float() - mean) / std
     n_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    # One parameter [C, D + 1] (weights, then the bias) and the gradient written out
-    # (:func:`softmax_regression`), so that each L-BFGS evaluation is two small matmuls.
-    params = torch.zeros(n_classes, x_train.shape[1] + 1, device=x_train.device)
-    x_train_1 = torch.cat([x_train, torch.ones(len(x_train), 1, device=x_train.device)], dim=1)  # [n, D + 1]
-    onehot = F.one_hot(train_labels, n_classes).to(x_train.dtype)                                 # [n, C]
-    optimizer = torch.optim.LBFGS([params], lr=1, max_iter=max_iter, history_size=20,
+    probe = nn.Linear(x_train.shape[1], n_classes).to(x_train.device)
+    nn.init.zeros_(probe.weight)
+    nn.init.zeros_(probe.bias)
+    optimizer = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, history_size=20,
                                   tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     def objective() -> Tensor:
-        loss, params.grad = softmax_regression(params, x_train_1, onehot, weight_decay)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(probe(x_train), train_labels) + 0.5 * weight_decay * probe.weight.pow(2).sum()
+        loss.backward()
         return loss
 
-    optimizer.step(objective)
-    logits = x_test @ params[:, :-1].T + params[:, -1]                                             # [m, C]
-    return float((logits.argmax(1) == test_labels).float().mean())
-
-
-@torch.no_grad()
-def softmax_regression(params: Tensor, x: Tensor, onehot: Tensor, weight_decay: float) -> tuple[Tensor, Tensor]:
-    """``mean cross-entropy + weight_decay / 2 * ||W||^2`` and its gradient, written out.
-
-    ``params`` ``[C, D + 1]``: the weights ``W`` and, last, the bias (not regularised); ``x``
-    ``[n, D + 1]``: features with a column of ones; ``onehot`` ``[n, C]``. The gradient of the mean
-    cross-entropy is ``(softmax - onehot)^T x / n``.
-    """
-    log_p = (x @ params.T).log_softmax(dim=1)                                     # [n, C]
-    weights = torch.cat([params[:, :-1], torch.zeros_like(params[:, -1:])], dim=1)  # the bias is not decayed
-    loss = -(log_p * onehot).sum() / len(x) + 0.5 * weight_decay * weights.pow(2).sum()
-    grad = (log_p.exp() - onehot).T @ x / len(x) + weight_decay * weights          # [C, D + 1]
-    return loss, grad
+    with torch.enable_grad():
+        optimizer.step(objective)
+    with torch.no_grad():
+        return float((probe(x_test).argmax(1) == test_labels).float().mean())

@@ -136,17 +136,3 @@ def test_class_separation_equals_a_brute_force_nearest_neighbour():
     assert terms["nearest_other_sim"] == float(other.median())
     assert terms["separation"] == float((same.median() - other.median()).abs())
 
-
-def test_the_probe_gradient_is_the_objective_s_gradient():
-    from clmini.metrics.probe import softmax_regression
-
-    g = torch.Generator().manual_seed(5)
-    x = torch.cat([torch.randn(50, 6, generator=g, dtype=torch.float64), torch.ones(50, 1, dtype=torch.float64)], 1)
-    onehot = F.one_hot(torch.randint(0, 3, (50,), generator=g), 3).double()
-    params = torch.randn(3, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    reference = (F.cross_entropy(x[:, :-1] @ params[:, :-1].T + params[:, -1], onehot.argmax(1))
-                 + 0.5 * 1e-2 * params[:, :-1].pow(2).sum())
-    (expected,) = torch.autograd.grad(reference, params)
-    loss, grad = softmax_regression(params.detach(), x, onehot, 1e-2)
-    assert float(loss) == pytest.approx(reference.item(), rel=1e-12)
-    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
