@@ -30,6 +30,7 @@ import argparse
 import json
 import multiprocessing
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -86,25 +87,35 @@ def engine_config(arch: str, batch_size: int, precision: str) -> TrainConfig:
                        loss_args={"temperature": 0.2}, optimizer="adam", lr=1e-3, epochs=1)
 
 
-def bench_engine(data, arch, batch_size, steps, warmup, device, precision) -> dict:
-    trainer = Trainer(engine_config(arch, batch_size, precision), data, device)
-    batches = trainer.epoch_batches(0)
+def bench_engines(data, arch, batch_size, steps, warmup, device, precisions, rounds) -> dict:
+    """The engine in each precision, interleaved: ``rounds`` rounds of ``steps`` steps per precision
+    in turn, so that a change of machine load hits every precision alike; the median round counts."""
+    trainers = {p: Trainer(engine_config(arch, batch_size, p), data, device) for p in precisions}
+    batches = trainers[precisions[0]].epoch_batches(0)
     generator = torch.Generator().manual_seed(0)
 
-    def step(i):
-        trainer.train_step(batches[i % len(batches)], generator, 1e-3)
+    def step_of(trainer):
+        return lambda i: trainer.train_step(batches[i % len(batches)], generator, 1e-3)
 
-    timed(step, warmup, device)
-    step_time = timed(lambda i: step(warmup + i), steps, device)
+    for trainer in trainers.values():
+        timed(step_of(trainer), warmup, device)
+    step_times = {p: [] for p in precisions}
+    for _ in range(rounds):
+        for p, trainer in trainers.items():
+            step_times[p].append(timed(step_of(trainer), steps, device))
+    result = {}
+    for p, trainer in trainers.items():
+        step_time = statistics.median(step_times[p])
 
-    def views(i):
-        images = trainer.train_data.train_x[batches[(warmup + i) % len(batches)]]
-        augment(torch.cat([images, images]), generator, trainer.config.augment)
+        def views(i):
+            images = trainer.train_data.train_x[batches[i % len(batches)]]
+            augment(torch.cat([images, images]), generator, trainer.config.augment)
 
-    augment_time = timed(views, steps, device)
-    achieved = step_flops(trainer) / step_time
-    return {"images_per_s": batch_size / step_time, "augment_share": augment_time / step_time,
-            "compute_fraction": achieved / matmul_flops_per_s(device, precision)}
+        achieved = step_flops(trainer) / step_time
+        result[p] = {"images_per_s": batch_size / step_time,
+                     "augment_share": timed(views, steps, device) / step_time,
+                     "compute_fraction": achieved / matmul_flops_per_s(device, p)}
+    return result
 
 
 class TwoViews(torch.utils.data.Dataset):
@@ -170,7 +181,8 @@ def _one_of_many(args: tuple) -> float:
     dataset, root, arch, batch_size, steps, warmup, device, precision, threads = args
     torch.set_num_threads(threads)
     data = load_dataset(dataset, root, device=torch.device(device))
-    return bench_engine(data, arch, batch_size, steps, warmup, torch.device(device), precision)["images_per_s"]
+    return bench_engines(data, arch, batch_size, steps, warmup, torch.device(device), [precision],
+                         rounds=1)[precision]["images_per_s"]
 
 
 def bench_concurrent(k: int, dataset, root, arch, batch_size, steps, warmup, device, precision) -> dict:
@@ -185,23 +197,27 @@ def bench_concurrent(k: int, dataset, root, arch, batch_size, steps, warmup, dev
 # -------------------------------------------------------------------------------- report
 def markdown(result: dict) -> str:
     rows = [f"Device: {result['device']} ({result['cpu']}), torch {result['torch']}, {result['threads']} threads, "
-            f"{result['arch']} on {result['dataset']}, batch {result['batch_size']} (two views each), "
-            f"{result['steps']} timed steps after {result['warmup']} warm-up, in one process, one after the other.",
-            "", "| pipeline | precision | images/s | × engine fp32 | × conventional same precision | notes |",
-            "|---|---|---|---|---|---|"]
+            f"{result['arch']} on {result['dataset']}, batch {result['batch_size']} (two views each). Engine: "
+            f"median of {result['rounds']} rounds of {result['steps']} steps per precision, interleaved; "
+            f"conventional: {result['steps']} steps after {result['warmup']} warm-up.",
+            "", "| pipeline | precision | images/s | × engine fp32 | × conventional fp32 | × conventional same "
+                "precision | notes |", "|---|---|---|---|---|---|---|"]
     base = result["engine"]["fp32"]["images_per_s"]
+    conventional_fp32 = result["conventional"]["fp32"]["images_per_s"]
     for precision, row in result["engine"].items():
         conventional = result["conventional"][precision]["images_per_s"]
         rows.append(f"| engine | {precision} | {row['images_per_s']:.0f} | {row['images_per_s'] / base:.2f} | "
+                    f"{row['images_per_s'] / conventional_fp32:.2f} | "
                     f"{row['images_per_s'] / conventional:.2f} | augmentation {100 * row['augment_share']:.0f} % of "
                     f"the step; {100 * row['compute_fraction']:.0f} % of the {precision} matmul FLOP/s |")
     for precision, row in result["conventional"].items():
         rows.append(f"| conventional ({result['workers']} workers) | {precision} | {row['images_per_s']:.0f} | "
-                    f"{row['images_per_s'] / base:.2f} | 1.00 | waiting for data "
+                    f"{row['images_per_s'] / base:.2f} | {row['images_per_s'] / conventional_fp32:.2f} | 1.00 | "
+                    f"waiting for data "
                     f"{100 * row['data_wait_share']:.0f} % of the time |")
     for row in result.get("concurrent", []):
         rows.append(f"| engine, {row['runs']} runs at once | {result['best_precision']} | "
-                    f"{row['total_images_per_s']:.0f} (total) | – | – | {row['threads_per_run']} threads per run |")
+                    f"{row['total_images_per_s']:.0f} (total) | – | – | – | {row['threads_per_run']} threads per run |")
     return "\n".join(rows) + "\n"
 
 
@@ -214,6 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the engine precisions")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the conventional side")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--concurrent", type=int, nargs="*", default=[],
@@ -231,9 +248,10 @@ def main(argv=None) -> int:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "arch": args.arch, "dataset": args.dataset,
-              "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "workers": args.workers,
+              "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+              "workers": args.workers,
               "best_precision": precisions[-1],
-              "engine": {p: bench_engine(*common, p) for p in precisions},
+              "engine": bench_engines(*common, precisions, args.rounds),
               "conventional": {p: bench_conventional(*common, args.workers, p) for p in precisions}}
     if args.concurrent:
         result["concurrent"] = [bench_concurrent(k, args.dataset, args.root, args.arch, args.batch_size, args.steps,
