@@ -24,6 +24,7 @@ EXIT_BAD_INPUT = 2
 _HELP = {
     "dataset": "data set",
     "n_train": "train on a stratified subset of this many images ('all' for the whole split)",
+    "classes": "train and evaluate on these classes only (indices, relabelled 0..)",
     "arch": "encoder architecture",
     "width": "small-cnn channel width (32 -> 32/64/128 channels)",
     "proj_dim": "output dimension of the projection head",
@@ -75,6 +76,8 @@ def _option(parser: argparse.ArgumentParser, name: str, default, help_text: str,
         kwargs["action"] = argparse.BooleanOptionalAction
     elif isinstance(default, tuple) and not default:  # a list of names, possibly empty
         kwargs.update(nargs="*", type=str, choices=choices, metavar=name.upper())
+    elif name == "classes":  # a list of class indices, None (all) by default
+        kwargs.update(nargs="+", type=int, metavar="CLASS")
     elif isinstance(default, tuple):
         kwargs.update(nargs=len(default), type=type(default[0]), metavar=("MIN", "MAX"))
     else:

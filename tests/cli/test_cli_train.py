@@ -97,7 +97,7 @@ def test_the_cross_entropy_baseline_and_monitors_from_the_command_line(tmp_path,
     root = tmp_path / "data"
     write_fashion_mnist(root, n_train=120, n_test=40)
     argv = ["pretrain", *TINY, "--mode", "supervised", "--objective", "cross-entropy", "--monitors", "class-geometry",
-            "probe", "--runs-dir", str(tmp_path / "runs"), "--root", str(root)]
+            "probe", "--classes", "6", "0", "--n-train", "all", "--runs-dir", str(tmp_path / "runs"), "--root", str(root)]
     assert main(argv) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -105,3 +105,4 @@ def test_the_cross_entropy_baseline_and_monitors_from_the_command_line(tmp_path,
     assert 0 <= metrics["classifier_acc"] <= 1 and "separation" in history[-1] and "knn1_acc" in history[-1]
     config = json.loads((run_dir / "config.json").read_text())["config"]
     assert config["objective"] == "cross-entropy" and config["monitors"] == ["class-geometry", "probe"]
+    assert config["classes"] == [0, 6]
