@@ -34,10 +34,19 @@ class Parameter:
     default: Any  # the literal default; None when the right-hand side is not a literal
     source: str   # the right-hand side as written, for messages
     spec: tuple
+    annotated: bool = False  # the cell gave a type: then an empty list is as good as any
 
     def check(self, value: Any, origin: str) -> Any:
-        """``value`` converted to this parameter's type; ParameterError if it does not fit."""
+        """``value`` converted to this parameter's type; ParameterError if it does not fit.
+
+        A list whose default holds values must hold some: ``temperatures = []`` would only fail
+        deep inside the chapter. A cell that means to allow an empty list says so with a type,
+        e.g. ``ablations: list[str] = [...]``.
+        """
         converted = conform(value, self.spec)
+        if converted == [] and isinstance(self.default, list) and self.default and not self.annotated:
+            raise ParameterError(f"{origin}: parameter {self.name!r} needs at least one value "
+                                 f"(default: {self.source}), got []")
         if converted is MISMATCH:
             raise ParameterError(
                 f"{origin}: parameter {self.name!r} expects {describe(self.spec)} "
@@ -88,7 +97,8 @@ def parse_parameters(source: str, path: Path | str = "notebook") -> dict[str, Pa
             spec = spec_of_annotation(annotation)
         for target in targets:
             if isinstance(target, ast.Name):
-                params[target.id] = Parameter(target.id, default, ast.get_source_segment(source, value), spec)
+                params[target.id] = Parameter(target.id, default, ast.get_source_segment(source, value), spec,
+                                              annotated=annotation is not None)
     return params
 
 
@@ -118,7 +128,10 @@ def load_profiles(path: Path | str) -> dict[str, dict[str, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping 'notebook stem -> profile -> parameters'")
     for stem, profiles in data.items():

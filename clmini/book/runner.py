@@ -19,7 +19,7 @@ from typing import Any
 import jupytext
 import nbformat
 
-from clmini.book.errors import NotebookError
+from clmini.book.errors import NotebookError, ParameterError
 from clmini.book.parameters import DEFAULT_PROFILE, resolve_parameters
 from clmini.book.sources import chapter_source, read_source
 from clmini.book.toc import CHAPTERS_DIR, book_root, toc_chapters
@@ -127,12 +127,26 @@ def run_notebook(
     parameters = resolve_parameters(source, profile, overrides, profiles_path)
     root = book_root(source.parent)
     output = Path(output) if output else root / CHAPTERS_DIR / f"{source.stem}.ipynb"
+    _check_output(source, output)
     shown = ", ".join(f"{k}={v!r}" for k, v in parameters.items()) or "defaults"
     print(f"running {source} [profile {profile}: {shown}] -> {output}", flush=True)
     start = time.perf_counter()
     execute(source, output, parameters, cwd=root, progress=progress)
     print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
     return output
+
+
+def _check_output(source: Path, output: Path) -> None:
+    """ParameterError (nothing has run) for an output that would overwrite the source or cannot be made."""
+    if output.resolve() == source.resolve():
+        raise ParameterError(f"-o {output}: that is the chapter source; the executed notebook goes elsewhere")
+    if output.suffix != ".ipynb":
+        raise ParameterError(f"-o {output}: the executed notebook is a .ipynb file")
+    blocking = next((p for p in output.resolve().parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ParameterError(f"-o {output}: {blocking} is a file, not a directory")
+    if output.is_dir():
+        raise ParameterError(f"-o {output}: that is a directory; give the notebook's file name")
 
 
 def run_chapters(root: Path | str, profile: str = DEFAULT_PROFILE) -> list[Path]:

@@ -32,4 +32,8 @@ def read_source(path: Path | str) -> nbformat.NotebookNode:
         text = path.with_suffix(SOURCE_SUFFIX)
         hint = f" (the chapter source is {text})" if text.is_file() else ""
         raise ParameterError(f"no such notebook: {path}{hint}")
-    return jupytext.read(path)
+    try:
+        return jupytext.read(path)
+    except Exception as exc:  # jupytext and nbformat raise many kinds: all mean "not a notebook"
+        raise ParameterError(f"{path}: not a readable notebook ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:200]})") from exc

@@ -6,6 +6,8 @@ from typing import Any
 
 import yaml
 
+from clmini.book.errors import ParameterError
+
 CHAPTERS_DIR = Path("book") / "chapters"  # executed chapters, the pages Jupyter Book renders
 
 
@@ -20,8 +22,16 @@ def book_root(start: Path | str) -> Path:
 
 def toc_files(root: Path | str) -> list[str]:
     """Every ``file:`` of ``_toc.yml`` (root first), in reading order."""
-    toc = yaml.safe_load((Path(root) / "_toc.yml").read_text())
-    files: list[str] = [toc["root"]] if toc.get("root") else []
+    path = Path(root) / "_toc.yml"
+    if not path.is_file():
+        raise ParameterError(f"{path}: no such file; a book root holds _toc.yml (give it with --root)")
+    try:
+        toc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+    if not isinstance(toc, dict):
+        raise ParameterError(f"{path}: expected a mapping with 'root' and 'parts' or 'chapters'")
+    files: list[str] = [str(toc["root"])] if toc.get("root") else []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):

@@ -7,6 +7,8 @@ value against one, so a wrong value is refused before a kernel starts rather tha
 """
 from __future__ import annotations
 
+import math
+
 import ast
 from collections.abc import Iterable
 from typing import Any
@@ -104,8 +106,8 @@ def conform(value: Any, spec: tuple) -> Any:
         return value if isinstance(value, bool) else MISMATCH
     if kind == "int":
         return value if isinstance(value, int) and not isinstance(value, bool) else MISMATCH
-    if kind == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "float":  # NaN and inf would pass every comparison a chapter makes, silently
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         return float(value) if ok else MISMATCH
     if kind == "str":
         return value if isinstance(value, str) else MISMATCH

@@ -5,11 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from clmini.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, add_debug_flag, run_command
 from clmini.book import (DEFAULT_PROFILE, NotebookError, ParameterError, build_book, describe,
                          read_parameters, resolve_parameters, run_notebook)
 
-EXIT_FAILED = 1      # a cell raised, the kernel died, or the build failed
-EXIT_BAD_INPUT = 2   # a parameter, profile or path that does not fit (nothing was run)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     """These two commands alone (``python -m clmini.cli.book``), e.g. while the rest is being built."""
     parser = argparse.ArgumentParser(prog="python -m clmini.cli.book")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    for command in parser._subparsers._group_actions[0].choices.values():
+        add_debug_flag(command)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

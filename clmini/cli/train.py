@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
 from clmini.engine import (ARCHS, DATASETS, MODES, MONITORS, OBJECTIVES, OPTIMIZERS, PRECISIONS, AugmentConfig,
                            TrainConfig, load_run, loss_arguments, train_or_load)
 from clmini.engine import rundir
+from clmini.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED
 from clmini.losses import LOSSES
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 _HELP = {
     "dataset": "data set",
@@ -61,6 +61,16 @@ _HELP = {
 _CHOICES = {"dataset": DATASETS, "arch": ARCHS, "mode": MODES, "optimizer": OPTIMIZERS,
             "loss": tuple(sorted(LOSSES)), "objective": tuple(OBJECTIVES), "monitors": tuple(MONITORS),
             "precision": PRECISIONS}
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _int_or_all(text: str) -> int | None:
@@ -126,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                             "Debian's dataset-fashion-mnist)")
     rt.add_argument("--download", action="store_true", help="allow torchvision to download the data")
     rt.add_argument("--runs-dir", type=Path, default=None, help="run cache (default: $CLMINI_RUNS, else runs)")
-    rt.add_argument("--checkpoint-every", type=float, default=60.0,
+    rt.add_argument("--checkpoint-every", type=_seconds, default=60.0,
                     help="seconds between mid-epoch checkpoints (default: 60)")
     rt.add_argument("--no-progress", action="store_true", help="no progress bar")
     pretrain.set_defaults(func=cmd_pretrain, _parser=pretrain)
@@ -145,7 +155,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values: dict = {}
     if args.config is not None:
         loaded = json.loads(args.config.read_text())
-        values = dict(loaded.get("config", loaded))
+        loaded = loaded.get("config", loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {args.config}: expected a JSON object of config fields (or a run's "
+                             f"config.json), got {type(loaded).__name__}")
+        values = dict(loaded)
     config_loss = values.get("loss")
     given = vars(args)
     config_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"loss_args", "augment"}
