@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import shlex
 import struct
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +59,23 @@ def write_fashion_mnist(directory: Path, n_train: int = 64, n_test: int = 32, gz
 
 def _pickle(path: Path, obj) -> None:
     path.write_bytes(pickle.dumps(obj))
+
+
+class _Payload:
+    """Loaded by the stock unpickler, this calls ``function(*args)``: what a crafted data file does."""
+
+    def __init__(self, function, *args):
+        self.call = (function, args)
+
+    def __reduce__(self):
+        return self.call
+
+
+def write_crafted_pickle(path: Path, marker: Path, shell: bool = True) -> None:
+    """A CIFAR-like batch whose unpickling creates ``marker``, by a shell command (``shell``) or
+    by ``builtins.open``; the marker's existence shows that loading it ran code."""
+    payload = _Payload(os.system, f"touch {shlex.quote(str(marker))}") if shell else _Payload(open, str(marker), "w")
+    _pickle(path, {"data": payload, "labels": [0]})
 
 
 def write_cifar(root: Path, hundred: bool = False, per_file: int = 6) -> dict[str, np.ndarray]:

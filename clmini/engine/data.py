@@ -5,15 +5,24 @@ PIL and a ``DataLoader`` worker. Here a data set is loaded once into ``uint8`` t
 ``[N, C, H, W]`` (Fashion-MNIST train is 47 MB) that live on the training device; batches are
 index lookups and augmentation runs batched on the same device (:mod:`clmini.engine.augment`).
 
-Fashion-MNIST works offline: it is looked up under the ``root`` the caller passes, under
-``$CLMINI_DATA``, then in Debian's ``dataset-fashion-mnist`` files, and downloaded through
-torchvision only when the caller asks for it (``download=True``). CIFAR-10, CIFAR-100, SVHN and
-STL-10 are read by torchvision's own classes from the caller's root (download on request only).
+Data are looked up under the ``root`` the caller passes and nowhere else (a mistyped root must
+fail, not train on another copy); without a root, under ``$CLMINI_DATA``, and for Fashion-MNIST then
+in Debian's ``dataset-fashion-mnist`` files. Downloads happen only on request (``download=True``),
+through torchvision's helpers, which check the published md5 of what they fetch.
+
+Every file is read here, by readers that parse each on-disk format (IDX, CIFAR's pickles, SVHN's
+.mat, STL-10's raw binaries) and check what they get: a damaged or foreign file ends in one
+:class:`DataFileError` naming it. CIFAR's pickles go through :class:`_ArrayUnpickler`, which builds
+only numpy arrays and builtin containers: torchvision's classes would ``pickle.load`` whatever sits
+under the root, and a pickle can run any code.
 """
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -189,6 +198,94 @@ def load_dataset(name: str = "fashion-mnist", root: str | os.PathLike | None = N
     return data.subset(n_train, n_test, seed).to(device)
 
 
+# --- Reading files: one checked layer for every format ----------------------------------------
+
+class DataFileError(ValueError):
+    """A data file that is there but cannot be used: damaged, of a foreign format, or refused.
+
+    A ``ValueError`` (the command line reports those in one line); the message starts with the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+
+
+def _expect(ok: bool, path: str | os.PathLike, problem: str) -> None:
+    if not ok:
+        raise DataFileError(path, problem)
+
+
+@contextmanager
+def _reading(path: str | os.PathLike):
+    """Turn any failure while parsing ``path`` into one :class:`DataFileError` naming it.
+
+    Third-party parsers (gzip, scipy, numpy) fail on foreign bytes with whatever exception their
+    internals hit (scipy's ``loadmat`` raises ``IndexError`` on garbage); the user needs the file and
+    the reason. A missing file stays ``FileNotFoundError``: callers tell "not there" from "damaged".
+    """
+    try:
+        yield
+    except (DataFileError, FileNotFoundError):
+        raise
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        raise DataFileError(path, f"unreadable ({type(err).__name__}: {err})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of ``path``, decompressed when its name ends in ``.gz``."""
+    with _reading(path):
+        raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile, a cut stream, bad deflate data
+            raise DataFileError(path, f"not a valid gzip file ({err})") from None
+    return raw
+
+
+def _labelled(path: Path, x: np.ndarray, y: np.ndarray, image_shape: tuple[int, ...],
+              n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` once checked: uint8 images ``[N, *image_shape]`` and integer labels ``[N]`` in
+    ``0..n_classes-1`` (the checks every format shares; ``path`` names the labels' file)."""
+    _expect(x.dtype == np.uint8 and x.ndim == 1 + len(image_shape) and x.shape[1:] == image_shape,
+            path, f"images must be uint8 {list(image_shape)}, found {x.dtype} {list(x.shape[1:])}")
+    _expect(np.issubdtype(y.dtype, np.integer) and y.shape == (len(x),), path,
+            f"expected {len(x)} integer labels (one per image), found {y.dtype} of shape {list(y.shape)}")
+    low, high = (int(y.min()), int(y.max())) if y.size else (0, 0)
+    _expect(0 <= low and high < n_classes, path, f"labels must lie in 0..{n_classes - 1}, found {low}..{high}")
+    return x, y.astype(np.int64)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and builtin containers, and refuses everything else.
+
+    CIFAR's batches are pickled dicts of lists, strings and one uint8 array; those need exactly the
+    globals below (numpy 1's and numpy 2's module names, protocols 2 to 5). Any other global is what
+    a crafted file would use to call code, so it is refused before anything is called.
+    """
+
+    _ALLOWED = frozenset({(f"numpy.{core}.{module}", name) for core in ("core", "_core")
+                          for module, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"),
+                                               ("numeric", "_frombuffer"))}
+                         | {("numpy", "ndarray"), ("numpy", "dtype")})
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="latin1")  # CIFAR was pickled by Python 2
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise DataFileError(self.path, f"refused: the pickle asks for {module}.{name}, which a "
+                                           "data file never needs (a crafted file?)")
+        return super().find_class(module, name)
+
+
+def _load_pickle(path: Path):
+    with _reading(path), path.open("rb") as f:
+        return _ArrayUnpickler(f, path).load()
+
+
 # --- Fashion-MNIST: IDX files, found offline -------------------------------------------------
 
 _IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -197,18 +294,21 @@ _IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (LeCun's MNIST format; gzip-compressed if the name ends in ``.gz``)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    path = Path(path)
+    raw = _read_bytes(path)
     # Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then each
     # dimension as a big-endian int32.
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 IDX file")
+    _expect(len(raw) >= 4 and raw[:2] == b"\0\0" and raw[2] == 0x08, path, "not a uint8 IDX file")
     ndim = raw[3]
-    shape = tuple(np.frombuffer(raw, ">i4", count=ndim, offset=4))
+    _expect(len(raw) >= 4 + 4 * ndim, path, f"truncated IDX header ({len(raw)} bytes)")
+    shape = tuple(int(n) for n in np.frombuffer(raw, ">i4", count=ndim, offset=4))
+    _expect(min(shape, default=0) >= 0, path, f"IDX header gives a negative size {shape}")
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values (truncated?)")
+    expected = int(np.prod(shape))
+    _expect(data.size >= expected, path,
+            f"truncated IDX file (expected {expected} bytes of data, found {data.size})")
+    _expect(data.size == expected, path,
+            f"{data.size} bytes of data where the IDX header's shape {shape} needs {expected}")
     return data.reshape(shape)
 
 
@@ -227,24 +327,30 @@ def _find_idx_files(directory: Path) -> dict[str, Path] | None:
     return found
 
 
+def _data_root(root: str | os.PathLike | None) -> Path | None:
+    """The root to read: the caller's if given (alone: a mistyped root must fail, not quietly load
+    another copy), else ``$CLMINI_DATA``, else None."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ["CLMINI_DATA"]) if os.environ.get("CLMINI_DATA") else None
+
+
 def fashion_mnist_search_path(root: str | os.PathLike | None = None) -> list[Path]:
-    """The directories searched for Fashion-MNIST, in order."""
-    bases = [Path(root)] if root is not None else []
-    if os.environ.get("CLMINI_DATA"):
-        bases.append(Path(os.environ["CLMINI_DATA"]))
-    dirs = [d for base in bases for d in _idx_dir_candidates(base)]
-    return dirs + [DEBIAN_FASHION_MNIST]
+    """The directories searched for Fashion-MNIST, in order.
+
+    An explicit ``root`` is searched alone; without one, ``$CLMINI_DATA`` and then Debian's files.
+    """
+    base = _data_root(root)
+    dirs = _idx_dir_candidates(base) if base is not None else []
+    return dirs if root is not None else dirs + [DEBIAN_FASHION_MNIST]
 
 
 def _load_fashion_mnist(name: str, root, download: bool) -> ImageData:
     searched = fashion_mnist_search_path(root)
     files = next((f for f in map(_find_idx_files, searched) if f is not None), None)
     if files is None and download:
-        from torchvision.datasets import FashionMNIST
-
-        target = Path(root or os.environ.get("CLMINI_DATA") or Path.home() / ".cache" / "clmini")
-        FashionMNIST(target, train=True, download=True)
-        FashionMNIST(target, train=False, download=True)
+        target = _data_root(root) or Path.home() / ".cache" / "clmini"
+        _download(name, target)
         files = _find_idx_files(target / "FashionMNIST" / "raw")
     if files is None:
         looked = "\n  ".join(str(d) for d in searched)
@@ -253,59 +359,121 @@ def _load_fashion_mnist(name: str, root, download: bool) -> ImageData:
             f"files in:\n  {looked}\nGet it with `sudo apt-get install dataset-fashion-mnist` "
             "(Debian/Ubuntu), or put the four IDX files under a directory passed as `root` or in "
             "$CLMINI_DATA, or pass download=True (--download) to fetch it through torchvision.")
-    arrays = {key: torch.from_numpy(read_idx(path).copy()) for key, path in files.items()}
-    return ImageData(name, arrays["train_x"].unsqueeze(1), arrays["train_y"].long(),
-                     arrays["test_x"].unsqueeze(1), arrays["test_y"].long(), FASHION_MNIST_CLASSES)
+    splits = []
+    for split in ("train", "test"):
+        x, y = (read_idx(files[f"{split}_{k}"]) for k in ("x", "y"))
+        x, y = _labelled(files[f"{split}_y"], x, y, (28, 28), len(FASHION_MNIST_CLASSES))
+        splits += [torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y)]
+    return ImageData(name, *splits, FASHION_MNIST_CLASSES)
 
 
-# --- CIFAR-10/100, SVHN, STL-10 through torchvision -------------------------------------------
+# --- CIFAR-10/100, SVHN, STL-10: torchvision's on-disk layouts, read here ----------------------
 
-def _presence_only(cls):
-    """``cls`` with its per-file md5 sums dropped: existence is checked, content is not.
+def _read_cifar(root: Path, hundred: bool):
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    n_classes, label_key = (100, "fine_labels") if hundred else (10, "labels")
+    files = {"train": ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)],
+             "test": ["test" if hundred else "test_batch"]}
+    splits = []
+    for names in files.values():
+        xs, ys = [], []
+        for path in (folder / name for name in names):
+            batch = _load_pickle(path)
+            _expect(isinstance(batch, dict) and "data" in batch and label_key in batch, path,
+                    f"not a CIFAR batch (a dict with 'data' and '{label_key}' expected)")
+            x = batch["data"]
+            _expect(isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 3 * 32 * 32, path,
+                    f"'data' must be an array [N, 3072], found {getattr(x, 'shape', type(x).__name__)}")
+            with _reading(path):
+                y = np.asarray(batch[label_key])
+            x, y = _labelled(path, x.reshape(-1, 3, 32, 32), y, (3, 32, 32), n_classes)
+            xs.append(x)
+            ys.append(y)
+        splits += [np.concatenate(xs), np.concatenate(ys)]
+    path = folder / ("meta" if hundred else "batches.meta")
+    meta = _load_pickle(path)
+    names_key = "fine_label_names" if hundred else "label_names"
+    classes = meta.get(names_key) if isinstance(meta, dict) else None
+    _expect(isinstance(classes, list) and len(classes) == n_classes
+            and all(isinstance(c, str) for c in classes), path, f"'{names_key}' must list {n_classes} names")
+    return splits, classes
 
-    torchvision verifies the md5 of every file at every load (seconds for STL-10), and a checksum
-    pins the files to the official release, so test fixtures in the same on-disk format could not
-    be read. Downloads still go through the original class, which verifies the archive.
+
+def _read_svhn(root: Path):
+    # loadmat reads .mat version 5 (plain arrays, nothing is called) and refuses 7.3 (HDF5).
+    from scipy.io import loadmat
+
+    splits = []
+    for split in ("train", "test"):
+        path = root / f"{split}_32x32.mat"
+        with _reading(path):
+            mat = loadmat(path, variable_names=["X", "y"])
+        _expect("X" in mat and "y" in mat, path, "an SVHN .mat file must hold X and y")
+        x, y = mat["X"], mat["y"].reshape(-1).astype(np.int64) - 1  # stored 1..10, 10 for digit 0
+        _expect(x.ndim == 4 and x.shape[:3] == (32, 32, 3), path,
+                f"X must be [32, 32, 3, N], found {list(x.shape)}")
+        x, y = _labelled(path, x.transpose(3, 2, 0, 1), y, (3, 32, 32), 10)
+        splits += [x, (y + 1) % 10]
+    return splits, list("0123456789")
+
+
+def _read_stl10(root: Path):
+    folder = root / "stl10_binary"
+    size = 3 * 96 * 96
+    splits = []
+    for split in ("train", "test"):
+        x_path, y_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
+        x, y = np.frombuffer(_read_bytes(x_path), np.uint8), np.frombuffer(_read_bytes(y_path), np.uint8)
+        _expect(x.size % size == 0, x_path, f"{x.size} bytes is not a whole number of 3x96x96 images")
+        x = x.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # each image is stored column-major
+        splits += _labelled(y_path, x, y.astype(np.int64) - 1, (3, 96, 96), 10)  # stored 1..10
+    path = folder / "class_names.txt"
+    with _reading(path):
+        classes = path.read_text().split()
+    _expect(len(classes) == 10, path, f"10 class names expected, found {len(classes)}")
+    return splits, classes
+
+
+_READERS = {"cifar10": lambda root: _read_cifar(root, False), "cifar100": lambda root: _read_cifar(root, True),
+            "svhn": _read_svhn, "stl10": _read_stl10}
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch ``name`` into ``root`` in torchvision's layout.
+
+    Only torchvision's download helpers are used (they check the published md5 of each download);
+    its dataset classes would then unpickle CIFAR with the stock unpickler.
     """
-    attrs = {}
-    for key in ("train_list", "test_list"):
-        if hasattr(cls, key):
-            attrs[key] = [[entry[0], None] for entry in getattr(cls, key)]
-    if hasattr(cls, "meta"):
-        attrs["meta"] = {**cls.meta, "md5": None}
-    if hasattr(cls, "split_list"):
-        attrs["split_list"] = {k: [*v[:2], None] for k, v in cls.split_list.items()}
-    return type(cls.__name__, (cls,), attrs)
-
-
-def _torchvision_split(name: str, root: Path, train: bool, download: bool):
     from torchvision import datasets
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
 
-    cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100,
-           "svhn": datasets.SVHN, "stl10": datasets.STL10}[name]
-    split = {"train": train} if name.startswith("cifar") else {"split": "train" if train else "test"}
-    if download:
-        cls(root, download=True, **split)
-    return _presence_only(cls)(root, download=False, **split)
+    if name == "fashion-mnist":
+        cls = datasets.FashionMNIST
+        for filename, md5 in cls.resources:
+            download_url(cls.mirrors[0] + filename, str(root / "FashionMNIST" / "raw"), filename, md5)
+    elif name == "svhn":
+        for split in ("train", "test"):
+            url, filename, md5 = datasets.SVHN.split_list[split]
+            download_url(url, str(root), filename, md5)
+    else:
+        cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100, "stl10": datasets.STL10}[name]
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
 
 
 def _load_torchvision(name: str, root, download: bool) -> ImageData:
-    root = root or os.environ.get("CLMINI_DATA")
+    given = root
+    root = _data_root(root)
     if root is None:
         raise FileNotFoundError(f"{name}: pass a root directory (or set $CLMINI_DATA) holding "
                                 "torchvision's files for it, or add download=True (--download).")
-    splits = []
-    for train in (True, False):
-        try:
-            ds = _torchvision_split(name, Path(root), train, download)
-        except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
+    try:
+        splits, classes = _READERS[name](root)
+    except FileNotFoundError as err:
+        if not download:
+            where = "the given root" if given is not None else "$CLMINI_DATA"
             raise FileNotFoundError(
-                f"{name} not found under {root} ({err}). Put torchvision's files for it there, "
-                "or pass download=True (--download) to fetch them.") from None
-        x = torch.from_numpy(np.ascontiguousarray(ds.data))
-        if name.startswith("cifar"):
-            x = x.permute(0, 3, 1, 2).contiguous()  # CIFAR is stored HWC; SVHN and STL-10 are CHW
-        y = torch.as_tensor(np.asarray(ds.targets if name.startswith("cifar") else ds.labels)).long()
-        splits += [x, y]
-    classes = tuple(getattr(ds, "classes", None) or [str(c) for c in range(10)])  # SVHN: digits
-    return ImageData(name, *splits, classes)
+                f"{name} not found under {root} ({where}; no {err.filename}). Put torchvision's files "
+                "for it there, or pass download=True (--download) to fetch them.") from None
+        _download(name, root)
+        splits, classes = _READERS[name](root)
+    return ImageData(name, *(torch.from_numpy(np.ascontiguousarray(a)) for a in splits), tuple(classes))

@@ -1,14 +1,18 @@
 """clmini.engine.data: offline Fashion-MNIST lookup, torchvision formats from tiny files, subsets, batches."""
 from __future__ import annotations
 
+import gzip
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 from clmini.engine import data as data_module
-from clmini.engine.data import (ImageData, class_balanced_batches, fashion_mnist_search_path, load_dataset,
-                         read_idx, stratified_indices)
-from engine_helpers import write_cifar, write_fashion_mnist, write_idx, write_stl10, write_svhn
+from clmini.engine.data import (DataFileError, ImageData, class_balanced_batches, fashion_mnist_search_path,
+                                load_dataset, read_idx, stratified_indices)
+from engine_helpers import (write_cifar, write_crafted_pickle, write_fashion_mnist, write_idx, write_stl10,
+                            write_svhn)
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def test_fashion_mnist_search_order(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
     monkeypatch.setenv("CLMINI_DATA", str(tmp_path / "env"))
     assert len(load_dataset(root=tmp_path / "root").train_y) == 30   # root first
-    assert len(load_dataset(root=tmp_path / "empty").train_y) == 40  # then $CLMINI_DATA
+    assert len(load_dataset().train_y) == 40                         # then $CLMINI_DATA
     monkeypatch.delenv("CLMINI_DATA")
     assert len(load_dataset().train_y) == 50                         # then Debian's files
 
@@ -44,9 +48,119 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, 
     with pytest.raises(FileNotFoundError) as err:
         load_dataset(root=tmp_path / "nowhere")
     message = str(err.value)
-    assert str(tmp_path / "nowhere") in message and "no-debian" in message
+    assert str(tmp_path / "nowhere") in message and "no-debian" not in message  # a given root alone
     assert "apt-get install dataset-fashion-mnist" in message and "download=True" in message
+    with pytest.raises(FileNotFoundError, match="no-debian"):
+        load_dataset()
     assert fashion_mnist_search_path(tmp_path)[0] == tmp_path
+
+
+def test_an_explicit_root_is_used_or_fails_never_falls_back(tmp_path, monkeypatch):
+    """Issue 12: a mistyped --root trained on $CLMINI_DATA's or Debian's copy without a word."""
+    write_fashion_mnist(tmp_path / "env")
+    write_fashion_mnist(tmp_path / "debian")
+    write_cifar(tmp_path / "env")
+    monkeypatch.setenv("CLMINI_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    typo = tmp_path / "tpyo"
+    assert fashion_mnist_search_path(typo) == [typo, typo / "FashionMNIST" / "raw", typo / "fashion-mnist"]
+    for name in ("fashion-mnist", "cifar10"):
+        with pytest.raises(FileNotFoundError, match=str(typo)):
+            load_dataset(name, typo)
+        assert load_dataset(name).n_classes == 10  # without a root, $CLMINI_DATA is read
+
+
+@pytest.mark.parametrize("shell", [True, False])
+def test_a_crafted_cifar_pickle_is_refused_without_running_anything(tmp_path, shell):
+    """Issue 12: CIFAR's batches went to the stock unpickler, so a data file could run a shell command."""
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    marker = tmp_path / "pwned"
+    write_crafted_pickle(batch, marker, shell)
+    with pytest.raises(DataFileError) as err:
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()
+    assert isinstance(err.value, ValueError) and str(err.value).startswith(f"{batch}: refused: the pickle asks for ")
+    assert ("posix.system" if shell else "io.open") in str(err.value)
+
+
+def _truncated_gz_idx(path):
+    write_fashion_mnist(path.parent, n_train=64, gz=True)
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:16 + 1000]))
+    return "truncated IDX file (expected 50176 bytes of data, found 1000)"
+
+
+def _gz_that_is_not_gzip(path):
+    write_fashion_mnist(path.parent, gz=True)
+    write_idx(path.with_suffix(""), np.zeros((64, 28, 28), np.uint8))
+    path.with_suffix("").rename(path)
+    return "not a valid gzip file (Not a gzipped file"
+
+
+def _cut_gzip_stream(path):
+    write_fashion_mnist(path.parent, gz=True)
+    path.write_bytes(path.read_bytes()[:-100])
+    return "not a valid gzip file (Compressed file ended"
+
+
+def _cifar_batch(content):
+    """Damage: a CIFAR batch pickling ``content``; None: bytes that are no pickle at all."""
+    def damage(path):
+        write_cifar(path.parent.parent)
+        path.write_bytes(b"\x80\x04garbage" if content is None else pickle.dumps(content))
+        return "unreadable (UnpicklingError" if content is None else None
+    return damage
+
+
+def _labels_out_of_range(path):
+    write_fashion_mnist(path.parent, gz=False)
+    write_idx(path, np.full(64, 10, np.uint8))
+    return "labels must lie in 0..9, found 10..10"
+
+
+def _garbage_mat(path):
+    write_svhn(path.parent)
+    path.write_bytes(b"not a .mat file" * 20)
+    return "unreadable (ValueError: Unknown mat file type"
+
+
+def _short_stl10_images(path):
+    write_stl10(path.parent.parent)
+    path.write_bytes(path.read_bytes()[:-5])
+    return f"{3 * 96 * 96 * 3 - 5} bytes is not a whole number of 3x96x96 images"
+
+
+CIFAR_BATCH = "cifar-10-batches-py/data_batch_1"
+
+
+@pytest.mark.parametrize("name, file, damage, problem", [
+    ("fashion-mnist", "train-images-idx3-ubyte.gz", _truncated_gz_idx, None),
+    ("fashion-mnist", "train-images-idx3-ubyte.gz", _gz_that_is_not_gzip, None),
+    ("fashion-mnist", "t10k-images-idx3-ubyte.gz", _cut_gzip_stream, None),
+    ("fashion-mnist", "train-labels-idx1-ubyte", _labels_out_of_range, None),
+    ("cifar10", CIFAR_BATCH, _cifar_batch({"data": np.zeros((6, 3072), np.uint8)}),
+     "not a CIFAR batch (a dict with 'data' and 'labels' expected)"),
+    ("cifar10", CIFAR_BATCH, _cifar_batch([1, 2, 3]), "not a CIFAR batch"),
+    ("cifar10", CIFAR_BATCH, _cifar_batch({"data": np.zeros((6, 100), np.uint8), "labels": [0] * 6}),
+     "'data' must be an array [N, 3072], found (6, 100)"),
+    ("cifar10", CIFAR_BATCH, _cifar_batch({"data": np.zeros((6, 3072), np.uint8), "labels": [0] * 5}),
+     "expected 6 integer labels (one per image), found int64 of shape [5]"),
+    ("cifar10", CIFAR_BATCH, _cifar_batch({"data": np.zeros((6, 3072), np.float32), "labels": [0] * 6}),
+     "images must be uint8 [3, 32, 32], found float32 [3, 32, 32]"),
+    ("cifar10", "cifar-10-batches-py/test_batch", _cifar_batch(None), None),
+    ("svhn", "test_32x32.mat", _garbage_mat, None),
+    ("stl10", "stl10_binary/train_X.bin", _short_stl10_images, None),
+])
+def test_a_damaged_file_is_one_clear_error_naming_it(tmp_path, no_system_data, name, file, damage, problem):
+    """Issue 12: damaged files ended in tracebacks from gzip, pickle, numpy or scipy internals."""
+    path = tmp_path / file
+    problem = damage(path) or problem
+    with pytest.raises(DataFileError) as err:
+        load_dataset(name, tmp_path)
+    assert isinstance(err.value, ValueError) and err.value.path == path
+    assert str(err.value).startswith(f"{path}: {problem}"), str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
