@@ -2,7 +2,8 @@
 
 A :class:`~clmini.engine.config.TrainConfig` hashes to ``<runs_dir>/<hash>/``
 (:mod:`clmini.engine.rundir`); a complete run there is loaded, a partial one resumes from its last
-checkpoint, a corrupt one is redone. Every objective (contrastive losses, the cross-entropy
+checkpoint, a corrupt one (anything in it unreadable or invalid) is redone with a warning, and a
+cache that cannot be used raises :class:`~clmini.engine.rundir.RunDirError`. Every objective (contrastive losses, the cross-entropy
 baseline) goes through the same path.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -44,14 +46,31 @@ class Run:
 
 
 def load_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
-    """Load a complete run; :class:`clmini.engine.rundir.CorruptRun` if it is partial or damaged."""
+    """Load a complete run; :class:`clmini.engine.rundir.CorruptRun` if it is partial, damaged or
+    invalid in any way. Reads only: a finished run loads from a read-only cache."""
     run_dir = Path(run_dir)
     metrics = rundir.verify_complete(run_dir, expected_hash)
-    config = TrainConfig.from_dict(rundir.read_json(run_dir / rundir.CONFIG)["config"])
+    config = _stored_config(run_dir)
     if config.hash != metrics["config_hash"]:
         raise rundir.CorruptRun(f"{run_dir}: config.json does not hash to {metrics['config_hash']} "
                               f"(written by another engine version?)")
-    return Run(run_dir, config, rundir.read_json(run_dir / rundir.HISTORY), metrics)
+    history = rundir.read_json(run_dir / rundir.HISTORY, list)
+    if not all(isinstance(record, dict) for record in history):
+        raise rundir.CorruptRun(f"{run_dir / rundir.HISTORY}: expected one JSON object per epoch")
+    return Run(run_dir, config, history, metrics)
+
+
+def _stored_config(run_dir: Path) -> TrainConfig:
+    """The config in ``config.json``. One this engine cannot rebuild (another version's fields, an
+    invalid value, no config at all) makes the run corrupt: it is not the caller's input."""
+    path = run_dir / rundir.CONFIG
+    stored = rundir.read_json(path, dict).get("config")
+    if not isinstance(stored, dict):
+        raise rundir.CorruptRun(f"{path}: 'config' must be a JSON object, got {stored!r}")
+    try:
+        return TrainConfig.from_dict(stored)
+    except (ValueError, TypeError) as err:
+        raise rundir.CorruptRun(f"{path}: {err}") from None
 
 
 def default_runs_dir() -> Path:
@@ -70,7 +89,11 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
     be that data set, whole: the ``n_train`` subset is taken here).
     """
     run_dir = Path(runs_dir or default_runs_dir()) / config.hash
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # a finished run needs no lock (its files only ever appear whole): a read-only cache works
+        return load_run(run_dir, config.hash)
+    except rundir.CorruptRun:
+        pass  # checked again under the lock, where it is repaired
+    rundir.make_run_dir(run_dir)
     with rundir.locked(run_dir):
         try:
             return load_run(run_dir, config.hash)
@@ -87,8 +110,8 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
             data = load_dataset(config.dataset, root, download=download, device=device)
         elif data.name != config.dataset:
             raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
-        trainer = Trainer(config, data.to(device), device)
-        _resume(trainer, run_dir)
+        data = data.to(device)
+        trainer = _resume(lambda: Trainer(config, data, device), run_dir)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
         trainer.fit(lambda: rundir.atomic_torch_save(run_dir / rundir.CHECKPOINT, trainer.state_dict()),
@@ -97,14 +120,22 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
     return load_run(run_dir, config.hash)
 
 
-def _resume(trainer: Trainer, run_dir: Path) -> None:
+def _resume(new_trainer: Callable[[], Trainer], run_dir: Path) -> Trainer:
+    """A trainer at the run's checkpoint, or at the start if there is none or it fails any check.
+
+    A discarded checkpoint leaves no trace: whatever a failed load had applied goes with the
+    trainer it was applied to.
+    """
+    trainer = new_trainer()
     path = run_dir / rundir.CHECKPOINT
     if not path.exists():
-        return
+        return trainer
     try:
         trainer.load_state_dict(rundir.torch_load(path))
-    except (rundir.CorruptRun, KeyError, RuntimeError, ValueError) as err:
-        rundir.discard(run_dir, (rundir.CHECKPOINT,), f"unusable checkpoint ({err})")
+        return trainer
+    except rundir.CorruptRun as err:
+        rundir.discard(run_dir, rundir.CHECKPOINT_FILES, f"unusable checkpoint ({err})")
+        return new_trainer()
 
 
 def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
@@ -125,4 +156,5 @@ def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
         torch_version=torch.__version__, train_seconds=trainer.train_seconds,
         eval_seconds=time.perf_counter() - start, sha256=rundir.digests(run_dir))
     rundir.atomic_write_json(run_dir / rundir.METRICS, metrics)
-    (run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)
+    for name in rundir.CHECKPOINT_FILES:  # the checkpoint first: never one without its digests
+        (run_dir / name).unlink(missing_ok=True)

@@ -122,6 +122,11 @@ class Trainer:
         labels = self.batch_labels(index)
         with autocast(self.device, self.config.precision):
             z = self.model(views.contiguous(memory_format=self.memory_format))
+            # Before the objective: its loss would reject non-finite projections as bad input.
+            if not torch.isfinite(z).all():
+                raise FloatingPointError(
+                    f"run diverged at epoch {self.epoch + 1}, step {self.step}: the projections are "
+                    f"NaN or inf; lower lr (now {lr:g})")
             outputs = self.objective(z)
         loss = self.objective.loss(outputs, labels)  # float32, whatever autocast did
         if not torch.isfinite(loss):
@@ -217,13 +222,41 @@ class Trainer:
                 "history": self.history, "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("config_hash") != self.config.hash:
-            raise rundir.CorruptRun(f"checkpoint belongs to run {state.get('config_hash')}, "
-                                  f"not {self.config.hash}")
-        self.model.load_state_dict(state["model"])
-        self.objective.load_state_dict(state["objective"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Continue from ``state`` (a :meth:`state_dict`); :class:`~clmini.engine.rundir.CorruptRun`
+        if it is not one of this run's.
+
+        The whole state is checked before any of it is applied. What only applying can find (a
+        tensor of the wrong shape) raises too, with the trainer half-loaded: rebuild it then.
+        """
+        self._check_state(state)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:
+            raise rundir.CorruptRun(f"checkpoint does not fit run {self.config.hash}: {err}") from None
         self.epoch, self.step = state["epoch"], state["step"]
         self.sums = {name: value.to(self.device) for name, value in state["sums"].items()}
         self.history = state["history"]
-        self.train_seconds = state["train_seconds"]
+        self.train_seconds = float(state["train_seconds"])
+
+    _STATE_TYPES = {"config_hash": str, "epoch": int, "step": int, "model": dict, "optimizer": dict,
+                    "objective": dict, "sums": dict, "history": list, "train_seconds": (int, float)}
+
+    def _check_state(self, state: dict) -> None:
+        """:class:`~clmini.engine.rundir.CorruptRun` unless ``state`` has every entry, of its type,
+        belongs to this run and points inside it."""
+        if not isinstance(state, dict):
+            raise rundir.CorruptRun(f"checkpoint is a {type(state).__name__}, not a dict")
+        if state.get("config_hash") != self.config.hash:
+            raise rundir.CorruptRun(f"checkpoint belongs to run {state.get('config_hash')}, "
+                                  f"not {self.config.hash}")
+        wrong = [key for key, kind in self._STATE_TYPES.items() if not isinstance(state.get(key), kind)]
+        if wrong:
+            raise rundir.CorruptRun(f"checkpoint entries missing or malformed: {wrong}")
+        if not (0 <= state["epoch"] <= self.config.epochs and 0 <= state["step"] < self.steps_per_epoch):
+            raise rundir.CorruptRun(f"checkpoint position epoch {state['epoch']}, step {state['step']} "
+                                  f"is outside the run")
+        if not all(isinstance(value, Tensor) for value in state["sums"].values()) or \
+                not all(isinstance(record, dict) for record in state["history"]):
+            raise rundir.CorruptRun("checkpoint sums or history malformed")
