@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clmini.losses.core import (DENOMINATORS, Pairs, PairwiseLoss, Reduction, _mean_over_positives,
-                                _positive_number)
+from clmini.losses.core import DENOMINATORS, Pairs, PairwiseLoss, Reduction, _mean_over_positives
 from clmini.losses.logit_maps import Artanh, CosineTemperature, LogitMap, Scaled
 from clmini.losses.negatives import HardNegatives
 from clmini.losses.rowwise import AllOthers, LogSumExpRows, reduce_rows
@@ -100,7 +99,7 @@ class DySTreSS(ContrastiveLoss):
                  positive_temperature: float | None = None, reduction: Reduction = "mean",
                  normalize: bool = True):
         positive_map = None if positive_temperature is None else \
-            Scaled(_positive_number("positive_temperature", positive_temperature))
+            Scaled(positive_temperature, name="positive_temperature")
         super().__init__(CosineTemperature(tau_min, tau_max, detach), "positive+negatives",
                          reduction, normalize, positive_logit_map=positive_map)
 

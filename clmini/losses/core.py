@@ -21,11 +21,36 @@ REDUCTIONS = ("mean", "sum", "none")
 DENOMINATORS = ("positive+negatives", "all")
 
 
+#: The smallest temperature a loss accepts: ``4 / float32.max`` (about 1.18e-38). Cosine similarities
+#: have ``|s| <= 1``, so ``|s / tau| <= 1 / tau``; the largest quantity a contrastive loss forms is a
+#: difference of two logits plus a log-sum-exp's ``log N``, at most ``2 / tau + log N``, which then stays
+#: below float32's maximum (the dtype every loss computes in, at least) with a factor 2 to spare.
+#: (Gradients with respect to the embeddings are of order ``1 / (tau * |z|)`` and can still overflow
+#: near this bound: a value the dtype cannot represent.)
+MIN_TEMPERATURE = 4 / torch.finfo(torch.float32).max
+
+
 # --------------------------------------------------------------------------- argument checks
 def _positive_number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def _temperature(name: str, value) -> float:
+    """A temperature: finite, and large enough that ``s / value`` and the loss stay finite in float32."""
+    value = _positive_number(name, value)
+    if value < MIN_TEMPERATURE:
+        raise ValueError(f"{name} must be >= {MIN_TEMPERATURE:.6g} (smaller temperatures overflow the "
+                         f"logits s / {name} in float32), got {value!r}")
+    return value
+
+
+def _check_bool(name: str, value) -> bool:
+    # bool("no") is True: a string (or 0/1 from a config) is refused rather than guessed at
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _check_reduction(reduction: str) -> str:
@@ -53,6 +78,24 @@ def _check_finite(name: str, x: Tensor) -> None:
 def _promote(x: Tensor) -> Tensor:
     """fp16/bf16 -> float32: logits such as 1/0.01 or artanh(1 - 1e-6) need the range and precision."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _unit_rows(z: Tensor) -> Tensor:
+    """Each row of ``z`` ``[N, D]`` divided by its Euclidean norm, at any finite scale.
+
+    ``F.normalize`` squares the entries: in float32 the sum of squares overflows for norms above
+    ~1e19 and underflows (then its ``eps`` floor takes over) below ~1e-19, so rows of 1e30 all came
+    out equal. Each row is first divided by its largest absolute entry, which puts its norm in
+    ``[1, sqrt(D)]``; the scale is a constant of the gradient (``z / |z|`` does not depend on it), so
+    the gradient is the exact one of ``z / |z|``. (That gradient is of order ``1 / |z|``: for rows
+    near the dtype's smallest numbers it can be beyond the dtype's range.)
+
+    An all-zero row has no direction: it stays the zero vector, as with ``F.normalize`` (similarity 0
+    to every sample, itself included), and its gradient is ``F.normalize``'s at 0 (``grad / 1e-12``).
+    """
+    scale = torch.linalg.vector_norm(z.detach(), ord=math.inf, dim=1, keepdim=True)     # [N, D] -> [N, 1]
+    scale = scale.masked_fill_(scale == 0, 1.0)                                          # [N, 1]
+    return F.normalize(z / scale, dim=1)                                                 # [N, D]
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -131,6 +174,9 @@ def two_views(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
 class PairwiseLoss(nn.Module):
     """Shared frame: checks, normalisation, the similarity matrix, masks and the reduction.
 
+    ``normalize=True`` (a bool) makes each embedding a unit vector (at any finite scale; an all-zero
+    row stays zero, see :func:`_unit_rows`), so that ``sim`` holds cosines.
+
     Subclasses define ``per_anchor(sim, pairs) -> [N]`` (``pairs``: :class:`Pairs`) (the loss of each anchor,
     already averaged over its positives; any value for anchors without positives), reading ``sim``
     through :func:`clmini.losses.rowwise.reduce_rows` so that no ``N x N`` temporary is formed.
@@ -140,7 +186,7 @@ class PairwiseLoss(nn.Module):
                  hard_negatives: HardNegatives | None = None):
         super().__init__()
         self.reduction = _check_reduction(reduction)
-        self.normalize = bool(normalize)
+        self.normalize = _check_bool("normalize", normalize)
         self.hard_negatives = hard_negatives
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -150,12 +196,14 @@ class PairwiseLoss(nn.Module):
             raise ValueError(f"embeddings must be a 2-D tensor [N, D], got {shape}")
         if not embeddings.dtype.is_floating_point:
             raise ValueError(f"embeddings must be a floating-point tensor, got dtype {embeddings.dtype}")
+        if embeddings.shape[0] < 2:
+            raise ValueError(f"embeddings: need at least N = 2 samples, got N = {embeddings.shape[0]}")
+        if embeddings.shape[1] < 1:
+            raise ValueError(f"embeddings: need at least D = 1 dimension, got D = {embeddings.shape[1]}")
         _check_finite("embeddings", embeddings)
         z = _promote(embeddings)
         if self.normalize:
-            z = F.normalize(z, dim=1)
-        if z.shape[0] < 2:
-            raise ValueError(f"embeddings: need at least N = 2 samples, got N = {z.shape[0]}")
+            z = _unit_rows(z)
         _check_labels(labels, z.shape[0])
         return self._loss(z @ z.T, labels)
 
@@ -182,7 +230,11 @@ class PairwiseLoss(nn.Module):
             return per_anchor
         if self.reduction == "sum":
             return per_anchor.sum()
-        return per_anchor.sum() / has_positive.sum()
+        count = has_positive.sum()
+        mean = per_anchor.sum() / count
+        if not bool(torch.isfinite(mean)):  # the sum overflowed (values near 2 / MIN_TEMPERATURE): [N] only
+            mean = (per_anchor / count).sum()
+        return mean
 
     def per_anchor(self, sim: Tensor, pairs: Pairs) -> Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -197,4 +249,10 @@ class PairwiseLoss(nn.Module):
 def _mean_over_positives(pair_loss: Tensor, rows: Tensor, pairs: Pairs) -> Tensor:
     """Average per-pair losses (indexed by anchor ``rows``) over each anchor's positives."""
     total = torch.zeros(len(pairs.n_positives), dtype=pair_loss.dtype, device=pair_loss.device)
-    return total.index_add_(0, rows, pair_loss) / pairs.n_positives.clamp(min=1)
+    counts = pairs.n_positives.clamp(min=1)
+    mean = total.index_add_(0, rows, pair_loss) / counts
+    if not bool(torch.isfinite(mean).all()):
+        # a sum overflowed, possible only for pair losses near 2 / MIN_TEMPERATURE: average the
+        # scaled terms instead (a pass over the [P] pairs, taken only then)
+        mean = torch.zeros_like(total).index_add_(0, rows, pair_loss / counts[rows])
+    return mean

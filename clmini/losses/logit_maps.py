@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from clmini.losses.core import _positive_number, _promote
+from clmini.losses.core import _check_bool, _positive_number, _promote, _temperature
 from clmini.losses.rowwise import Scratch
 
 
@@ -68,11 +68,11 @@ class LogitMap(nn.Module):
 
 
 class Scaled(LogitMap):
-    """``l(s) = s / tau``: the classic temperature."""
+    """``l(s) = s / tau``: the classic temperature (at least :data:`clmini.losses.core.MIN_TEMPERATURE`)."""
 
-    def __init__(self, temperature: float):
+    def __init__(self, temperature: float, name: str = "temperature"):
         super().__init__()
-        self.temperature = _positive_number("temperature", temperature)
+        self.temperature = _temperature(name, temperature)
 
     def logits_(self, s: Tensor, out: Tensor) -> Tensor:
         return torch.div(s, self.temperature, out=out)
@@ -99,6 +99,11 @@ class Artanh(LogitMap):
     ``artanh(+-1)`` is infinite, so ``s`` is clamped to ``[-1 + eps, 1 - eps]`` (the clamp also
     zeroes the gradient beyond it, where the loss has reached its optimum). Computed in at least
     float32: in fp16, ``1 - 1e-4`` already rounds back to ``1``.
+
+    ``1 - eps`` must stay below 1 in the dtype the loss computes in, i.e. ``eps >= finfo.eps / 2``
+    (:meth:`smallest_eps`: 5.96e-08 in float32, the dtype of float32 and half-precision inputs;
+    1.11e-16 in float64); a smaller ``eps`` is refused there (a ``ValueError``), as it would clamp
+    to ``artanh(1) = inf``. Below float64's bound it is refused at construction.
     """
 
     def __init__(self, eps: float = 1e-6):
@@ -107,13 +112,32 @@ class Artanh(LogitMap):
         if eps >= 1:
             raise ValueError(f"eps must be in (0, 1), got {eps!r}")
         self.eps = eps
+        self._check_eps(torch.float64)
+
+    @staticmethod
+    def smallest_eps(dtype: torch.dtype) -> float:
+        """The smallest ``eps`` for which ``1 - eps`` (and ``-1 + eps``) rounds to below 1 in ``dtype``:
+        the spacing of ``dtype`` just below 1."""
+        return torch.finfo(dtype).eps / 2
+
+    def _check_eps(self, dtype: torch.dtype) -> None:
+        smallest = self.smallest_eps(dtype)
+        if self.eps < smallest:
+            raise ValueError(f"eps must be >= {smallest:.6g} in {dtype} (the smallest usable value: "
+                             f"1 - eps rounds to 1 below it), got eps={self.eps!r}")
+
+    def _bound(self, s: Tensor) -> float:
+        self._check_eps(_promote(s).dtype)  # a comparison of two Python floats per block
+        return 1 - self.eps
 
     def logits_(self, s: Tensor, out: Tensor) -> Tensor:
-        return torch.clamp(s, -1 + self.eps, 1 - self.eps, out=out).atanh_().mul_(2)
+        bound = self._bound(s)
+        return torch.clamp(s, -bound, bound, out=out).atanh_().mul_(2)
 
     def slope_(self, s: Tensor, grad: Tensor, scratch: Scratch) -> Tensor:
         """``2 / (1 - c^2)`` at the clamped ``c``, and 0 where the clamp was active (as autograd's)."""
-        clamped = torch.clamp(s, -1 + self.eps, 1 - self.eps, out=scratch.floats)
+        bound = self._bound(s)
+        clamped = torch.clamp(s, -bound, bound, out=scratch.floats)
         outside = torch.ne(clamped, s, out=scratch.flags)
         return grad.mul_(2).div_(clamped.square_().neg_().add_(1)).masked_fill_(outside, 0.0)
 
@@ -137,11 +161,11 @@ class CosineTemperature(LogitMap):
 
     def __init__(self, tau_min: float = 0.07, tau_max: float = 0.2, detach: bool = True):
         super().__init__()
-        self.tau_min = _positive_number("tau_min", tau_min)
-        self.tau_max = _positive_number("tau_max", tau_max)
+        self.tau_min = _temperature("tau_min", tau_min)
+        self.tau_max = _temperature("tau_max", tau_max)
         if self.tau_min > self.tau_max:
             raise ValueError(f"tau_min must be <= tau_max, got tau_min={tau_min!r} > tau_max={tau_max!r}")
-        self.detach = bool(detach)
+        self.detach = _check_bool("detach", detach)
 
     def temperature(self, s: Tensor) -> Tensor:
         """The per-pair temperature ``tau(s)`` (what the loss applies)."""
@@ -163,7 +187,8 @@ class CosineTemperature(LogitMap):
             return grad.div_(tau)
         # (the ablation without detach allocates its tau'; the paper's loss does not come here)
         dtau = torch.mul(s, math.pi).sin_().mul_(0.5 * math.pi * (self.tau_max - self.tau_min))
-        return grad.mul_(dtau.mul_(s).neg_().add_(tau)).div_(tau.square_())
+        # divided by tau twice rather than by tau^2, which underflows to 0 for tau below ~1e-19 in float32
+        return grad.div_(tau).mul_(dtau.mul_(s).neg_().add_(tau)).div_(tau)
 
     @staticmethod
     def symbolic_temperature(s):
