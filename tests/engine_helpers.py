@@ -155,3 +155,19 @@ def killed_at_checkpoint(monkeypatch, n: int):
             yield
     finally:
         monkeypatch.setattr(runs, "atomic_torch_save", original)
+
+
+class StepCounter:
+    """Counts Trainer.train_step calls (to tell a loaded run from a retrained one)."""
+
+    def __init__(self, monkeypatch):
+        from clmini.engine import Trainer
+
+        self.steps = 0
+        original = Trainer.train_step
+
+        def counted(trainer, *args):
+            self.steps += 1
+            return original(trainer, *args)
+
+        monkeypatch.setattr(Trainer, "train_step", counted)

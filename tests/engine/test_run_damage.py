@@ -15,8 +15,7 @@ import torch
 from clmini.engine import rundir as runs
 from clmini.engine.config import TrainConfig
 from clmini.engine.runs import load_run, train_or_load
-from clmini.engine.trainer import Trainer
-from engine_helpers import killed_at_checkpoint, pattern_data
+from engine_helpers import StepCounter, killed_at_checkpoint, pattern_data
 
 TIMING = ("train_seconds", "eval_seconds")
 
@@ -41,20 +40,6 @@ def data():
 def reference(data, tmp_path_factory):
     """``tiny()`` trained without interruption."""
     return train_or_load(tiny(), tmp_path_factory.mktemp("reference"), device="cpu", data=data, progress=False)
-
-
-class StepCounter:
-    """Counts Trainer.train_step calls (to tell a loaded run from a retrained one)."""
-
-    def __init__(self, monkeypatch):
-        self.steps = 0
-        original = Trainer.train_step
-
-        def counted(trainer, *args):
-            self.steps += 1
-            return original(trainer, *args)
-
-        monkeypatch.setattr(Trainer, "train_step", counted)
 
 
 def train(runs_dir: Path, data, config: TrainConfig | None = None, **kwargs):

@@ -21,7 +21,7 @@ from clmini.engine.config import TrainConfig
 from clmini.engine.models import build_model
 from clmini.engine.runs import load_run, train_or_load
 from clmini.engine.trainer import Trainer, learning_rate
-from engine_helpers import killed_at_checkpoint, pattern_data, write_fashion_mnist
+from engine_helpers import StepCounter, killed_at_checkpoint, pattern_data, write_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[2]
 TIMING = ("train_seconds", "eval_seconds")
@@ -41,20 +41,6 @@ def data():
 
 def comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in TIMING}
-
-
-class StepCounter:
-    """Counts Trainer.train_step calls (to tell a loaded run from a retrained one)."""
-
-    def __init__(self, monkeypatch):
-        self.steps = 0
-        original = Trainer.train_step
-
-        def counted(trainer, *args):
-            self.steps += 1
-            return original(trainer, *args)
-
-        monkeypatch.setattr(Trainer, "train_step", counted)
 
 
 # -- configs -----------------------------------------------------------------------------------
