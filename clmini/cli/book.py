@@ -5,9 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clmini.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, add_debug_flag, run_command
-from clmini.book import (DEFAULT_PROFILE, NotebookError, ParameterError, build_book, describe,
-                         read_parameters, resolve_parameters, run_notebook)
+from clmini.cli.errors import add_debug_flag, run_command
+from clmini.book import DEFAULT_PROFILE, build_book, describe, read_parameters, resolve_parameters, run_notebook
 
 
 
@@ -51,28 +50,13 @@ def _add_profile(parser: argparse.ArgumentParser) -> None:
                         help="smoke (seconds), quick (default; a laptop CPU) or full (a GPU)")
 
 
-def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
-
-def _guarded(action) -> int:
-    """Run ``action``; bad input -> exit 2, a failing chapter or build -> exit 1, each with its message."""
-    try:
-        action()
-    except ParameterError as exc:
-        _error(str(exc))
-        return EXIT_BAD_INPUT
-    except NotebookError as exc:
-        _error(str(exc))
-        return EXIT_FAILED
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    """Bad input raises ParameterError (exit 2), a failing cell NotebookError (exit 1):
+    :func:`clmini.cli.errors.run_command` reports either."""
     if args.list:
-        return _guarded(lambda: _list(args))
-    return _guarded(lambda: run_notebook(args.notebook, args.profile, args.parameter, args.output,
-                                         args.profiles))
+        return _list(args)
+    run_notebook(args.notebook, args.profile, args.parameter, args.output, args.profiles)
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -87,11 +71,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    def build() -> None:
-        index = build_book(args.root, args.profile, args.skip_run, args.path_output)
-        print(f"The book is at {index}")
-
-    return _guarded(build)
+    index = build_book(args.root, args.profile, args.skip_run, args.path_output)
+    print(f"The book is at {index}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
