@@ -122,13 +122,17 @@ class Trainer:
         labels = self.batch_labels(index)
         with autocast(self.device, self.config.precision):
             z = self.model(views.contiguous(memory_format=self.memory_format))
-            # Before the objective: its loss would reject non-finite projections as bad input.
-            if not torch.isfinite(z).all():
+            outputs = self.objective(z)
+        try:
+            loss = self.objective.loss(outputs, labels)  # float32, whatever autocast did
+        except ValueError:
+            # The loss checks its input already: only when it refuses is it worth asking whether the
+            # network itself diverged (no extra pass over z, no extra sync, on the steps that work).
+            if not bool(torch.isfinite(z).all()):
                 raise FloatingPointError(
                     f"run diverged at epoch {self.epoch + 1}, step {self.step}: the projections are "
-                    f"NaN or inf; lower lr (now {lr:g})")
-            outputs = self.objective(z)
-        loss = self.objective.loss(outputs, labels)  # float32, whatever autocast did
+                    f"NaN or inf; lower lr (now {lr:g})") from None
+            raise
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step}: lower lr "
