@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from clmini.engine import rundir
@@ -27,10 +28,19 @@ from clmini.losses import LOSSES, make_loss
 #   2: objectives and per-epoch monitors became config fields (``objective``, ``monitors``); the
 #      fields added after release 1 (``classes``, ``classes_per_batch``) are hashed like the others.
 #   3: ``precision`` (bf16 autocast on CPUs with native bf16 too, in training and evaluation).
-ENGINE_VERSION = 3
+#   4: the optimiser's settings default to its recipe (:data:`RECIPES`), SGD by default.
+ENGINE_VERSION = 4
 
 MODES = ("simclr", "supervised")
-OPTIMIZERS = ("sgd", "adam")
+#: Each optimiser's recipe: the settings a run gets unless it sets them itself (``None``). Chosen by
+#: measurement at the book's quick budget, paired over 3 seeds (``benchmarks/recipe.py``, table in
+#: ``benchmarks/results/recipe_cpu.md``). The first is the engine's default optimiser. Every run
+#: warms up linearly over ``warmup_epochs`` and then decays the rate to 0 on a cosine.
+RECIPES = MappingProxyType({
+    "sgd": MappingProxyType({"lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 0.3}),
+    "adam": MappingProxyType({"lr": 3e-3, "weight_decay": 1e-6, "warmup_epochs": 0.3}),
+})
+OPTIMIZERS = tuple(RECIPES)
 # Not run hyperparameters: the engine needs mean-reduced losses on normalised embeddings, and
 # hard-negative selection is configured through the hard losses' own k/alpha.
 _LOSS_FIXED_ARGS = ("reduction", "normalize", "hard_negatives")
@@ -106,11 +116,11 @@ class TrainConfig:
     # optimisation
     epochs: int = 10
     batch_size: int = 256            # images per batch (two views each)
-    optimizer: str = "adam"
-    lr: float = 1e-3
+    optimizer: str = OPTIMIZERS[0]
+    lr: float | None = None          # peak learning rate; None: the optimizer's recipe (RECIPES)
     momentum: float = 0.9            # sgd only
-    weight_decay: float = 1e-6
-    warmup_epochs: float = 0.0       # linear warm-up (cut short if the run is shorter), then cosine to 0
+    weight_decay: float | None = None  # None: the optimizer's recipe
+    warmup_epochs: float | None = None  # linear warm-up (cut short if the run is shorter), then cosine to 0; None: recipe
     precision: str = "auto"          # "fp32" | "bf16" autocast; "auto": bf16 where the device has it natively
     seed: int = 0
     # evaluation
@@ -161,6 +171,10 @@ class TrainConfig:
         _check_int("classes_per_batch", self.classes_per_batch, 2, optional=True)
         if self.classes_per_batch is not None and self.mode != "supervised":
             raise ValueError("classes_per_batch needs mode='supervised' (class-balanced batches)")
+        recipe = RECIPES[self.optimizer]  # unset settings come from it: set or implied, one hash
+        for name in recipe:
+            if getattr(self, name) is None:
+                canon(name, recipe[name])
         canon("lr", _check_number("lr", self.lr, 0, low_open=True))
         canon("momentum", _check_number("momentum", self.momentum, 0, 1))
         canon("weight_decay", _check_number("weight_decay", self.weight_decay, 0))

@@ -38,8 +38,20 @@ LABELS = {
 #: The book's SimCLR base run: chapters 1-3 build every run from it, so equal changes give equal
 #: configs and one cached run serves all three. A chapter's ``simclr`` parameter (and a profile,
 #: through it) says what changes; the values live here and nowhere else.
-SIMCLR_BASE = MappingProxyType({"epochs": 1, "n_train": None, "batch_size": 256, "lr": 1e-3, "arch": "small-cnn",
+SIMCLR_BASE = MappingProxyType({"epochs": 3, "n_train": 15000, "batch_size": 256,
                                 "eval_train_size": 10000, "probe_iters": 300})
+
+#: The run settings every training chapter takes as its own parameters (``None``: the engine's
+#: default, :class:`~clmini.engine.TrainConfig`): the data set, the encoder, the optimiser's recipe.
+CHOICES = ("dataset", "arch", "optimizer")
+
+
+def choices(**values) -> dict:
+    """The chapter-level run settings (:data:`CHOICES`) that are set (not ``None``), as config changes."""
+    unknown = sorted(set(values) - set(CHOICES))
+    if unknown:
+        raise ValueError(f"choices: unknown {unknown}; valid: {list(CHOICES)}")
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def simclr_config(loss: str = "infonce", loss_args: dict | None = None, **changes) -> TrainConfig:

@@ -16,17 +16,32 @@ def _axes(ax):
     return ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
 
 
-def metric_curve(table: pd.DataFrame, x: str, metric: str, *, label: str | None = None, baseline: float | None = None,
+def baseline_band(ax, values, *, label: str = "random init"):
+    """The random-init baseline: its mean as a dashed line and, with several seeds, the band from
+    its lowest to its highest seed. ``values``: one number or the per-seed values."""
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    n = values.size
+    ax.axhline(values.mean(), color="grey", linestyle="--", linewidth=1,
+               label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+    if n > 1:
+        ax.axhspan(values.min(), values.max(), color="grey", alpha=0.15, linewidth=0)
+    return ax
+
+
+def metric_curve(table: pd.DataFrame, x: str, metric: str, *, label: str | None = None, baseline=None,
                  ax=None, logx: bool = False, xlabel: str | None = None, **style):
-    """Mean of ``metric`` over seeds against ``x``, error bars = one standard deviation over seeds
-    (none with a single seed), and the random-init ``baseline`` as a dashed line."""
+    """Mean of ``metric`` over seeds against ``x`` with every seed drawn as a small dot beside it,
+    error bars = one standard deviation over seeds (none with a single seed), and the random-init
+    ``baseline`` (a number or its per-seed values) as a dashed line with its seed band."""
     ax = _axes(ax)
     stats = table.groupby(x)[metric].agg(["mean", "std", "count"]).sort_index()
     yerr = stats["std"].where(stats["count"] > 1)
-    ax.errorbar(stats.index, stats["mean"], yerr=None if yerr.isna().all() else yerr.fillna(0),
-                marker="o", capsize=3, label=label, **style)
+    line = ax.errorbar(stats.index, stats["mean"], yerr=None if yerr.isna().all() else yerr.fillna(0),
+                       marker="o", capsize=3, label=label, **style)
+    if (stats["count"] > 1).any():
+        ax.scatter(table[x], table[metric], s=9, alpha=0.5, color=line[0].get_color(), linewidths=0, zorder=3)
     if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="random init")
+        baseline_band(ax, baseline)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or LABELS.get(x, x))
@@ -36,11 +51,13 @@ def metric_curve(table: pd.DataFrame, x: str, metric: str, *, label: str | None 
 
 
 def metric_point(table: pd.DataFrame, metric: str, at: float, *, label: str, ax, **style):
-    """One configuration (mean ± std over seeds) drawn at abscissa ``at`` beside a curve."""
+    """One configuration drawn at abscissa ``at`` beside a curve: mean ± std over seeds, and each seed."""
     values = table[metric]
     err = values.std() if len(values) > 1 else None
-    ax.errorbar([at], [values.mean()], yerr=None if err is None else [err], marker="*", markersize=12,
-                linestyle="none", capsize=3, label=label, **style)
+    line = ax.errorbar([at], [values.mean()], yerr=None if err is None else [err], marker="*", markersize=12,
+                       linestyle="none", capsize=3, label=label, **style)
+    if len(values) > 1:
+        ax.scatter([at] * len(values), values, s=9, alpha=0.5, color=line[0].get_color(), linewidths=0, zorder=3)
     return ax
 
 

@@ -15,7 +15,7 @@ from engine_helpers import pattern_data  # noqa: E402
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    base = simclr_config("infonce", {"temperature": 0.5}, epochs=1, batch_size=32, eval_train_size=128,
+    base = simclr_config("infonce", {"temperature": 0.5}, epochs=1, n_train=None, batch_size=32, eval_train_size=128,
                          monitor_train_size=64, monitor_test_size=32, probe_iters=10, knn_k=10)
     configs = [baseline(base), base, variant(base, seed=1), variant(base, loss_args={"temperature": 0.2})]
     data = pattern_data(n_train=128, n_test=64)
@@ -65,7 +65,7 @@ def test_simclr_config_is_the_base_run_with_changes():
     base = simclr_config()
     assert {name: getattr(base, name) for name in SIMCLR_BASE} == dict(SIMCLR_BASE)
     assert base.mode == "simclr" and base.loss == "infonce"
-    assert simclr_config(epochs=5).epochs == 5 and simclr_config(epochs=5).lr == SIMCLR_BASE["lr"]
+    assert simclr_config(epochs=5).epochs == 5 and simclr_config(epochs=5).n_train == SIMCLR_BASE["n_train"]
     assert simclr_config(**{"n_train": 512}).hash == simclr_config(n_train=512).hash
     with pytest.raises(ValueError, match="unknown run settings \\['epoch'\\]"):
         simclr_config(epoch=5)
