@@ -38,8 +38,10 @@ def runs(seeds, runs_dir, device) -> dict:
 
 
 def markdown(table: dict, seeds, device_name: str) -> str:
-    lines = [f"Device: {device_name}, torch {torch.__version__}. The quick SimCLR run (1 epoch, batch 256, "
-             f"Adam 1e-3, InfoNCE τ = 0.2, small CNN, Fashion-MNIST), seeds {', '.join(map(str, seeds))}; "
+    c = simclr_config(loss_args={"temperature": 0.2})
+    lines = [f"Device: {device_name}, torch {torch.__version__}. The quick SimCLR run ({c.epochs} epochs of "
+             f"{c.n_train or 'all'} training images, batch {c.batch_size}, {c.optimizer} lr {c.lr:g}, InfoNCE "
+             f"τ = 0.2, {c.arch}, {c.dataset}), seeds {', '.join(map(str, seeds))}; "
              "kNN (k = 200) and linear probe on the 10 000 test images.", "",
              "| metric | encoder | seed | fp32 | bf16 | bf16 − fp32 |", "|---|---|---|---|---|---|"]
     for metric, name in METRICS.items():

@@ -3,9 +3,18 @@
 Papermill reads ``.ipynb`` only: a chapter source is converted exactly as ``jupytext --to ipynb``
 converts it (the documented way to run a chapter with plain papermill), into a temporary directory
 that is gone when the run ends, so that nothing but the executed notebook is left behind.
+
+Papermill reads the names a parameters cell declares with a regular expression that misses an
+annotated name (``n_train: int | None = 6400``) and any line with a second ``=`` (in a comment, say),
+and warns "Passed unknown parameter" for each valid value it then injects. Our kernel's translator
+(:func:`checked_translator`, registered with papermill for the kernel ``clmini``) inspects the
+cell with the same parser that checks the values (:func:`clmini.book.parameters.parse_parameters`),
+so papermill knows every declared name; an unknown name never reaches papermill: it is refused
+before anything runs.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,9 +29,10 @@ import jupytext
 import nbformat
 
 from clmini.book.errors import NotebookError, ParameterError
-from clmini.book.parameters import DEFAULT_PROFILE, resolve_parameters
+from clmini.book.parameters import DEFAULT_PROFILE, parse_parameters, resolve_parameters
 from clmini.book.sources import chapter_source, read_source
-from clmini.book.toc import CHAPTERS_DIR, book_root, toc_chapters
+from clmini.book.toc import CHAPTERS_DIR, book_root, execution_order, toc_chapters
+from clmini.book.typespec import describe
 
 KERNEL_NAME = "clmini"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -77,12 +87,42 @@ def execute(
     return output
 
 
+@functools.cache
+def checked_translator() -> type:
+    """Papermill's Python translator with :func:`~clmini.book.parameters.parse_parameters` as its
+    ``inspect`` (registered for the kernel ``clmini`` by :func:`register_translator`)."""
+    from papermill.models import Parameter as PapermillParameter
+    from papermill.translators import PythonTranslator
+
+    class CheckedPythonTranslator(PythonTranslator):
+        """Writes the injected cell as papermill does; reads the parameters cell as clmini does."""
+
+        @classmethod
+        def inspect(cls, parameters_cell):
+            try:
+                declared = parse_parameters(parameters_cell["source"])
+            except ParameterError:
+                return []  # papermill's contract: inspection errors are ignored (ours were raised before)
+            return [PapermillParameter(name=p.name, inferred_type_name=describe(p.spec), default=p.source, help="")
+                    for p in declared.values()]
+
+    return CheckedPythonTranslator
+
+
+def register_translator() -> None:
+    """Make papermill use :func:`checked_translator` for notebooks run with this book's kernel."""
+    from papermill.translators import papermill_translators
+
+    papermill_translators.register(KERNEL_NAME, checked_translator())
+
+
 def _papermill(source: Path, converted: Path, output: Path, parameters: Mapping[str, Any],
                cwd: Path | str, progress: bool) -> None:
     """Papermill on the converted notebook, its failures told in terms of the chapter ``source``."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    register_translator()
     try:
         papermill.execute_notebook(
             str(converted), str(output), parameters=dict(parameters), kernel_name=ensure_kernel(),
@@ -150,12 +190,18 @@ def _check_output(source: Path, output: Path) -> None:
 
 
 def run_chapters(root: Path | str, profile: str = DEFAULT_PROFILE) -> list[Path]:
-    """Execute every chapter of ``_toc.yml`` from ``notebooks/<stem>.md``; stop at the first failure."""
+    """Execute every chapter of ``_toc.yml`` from ``notebooks/<stem>.md``; stop at the first failure.
+
+    The order is :func:`clmini.book.toc.execution_order`: the reading order, except that a page
+    flagged ``run_after_chapters`` (the results page, which reads what the chapters record) runs
+    after every other chapter.
+    """
     sources = [chapter_source(root, stem) for stem in toc_chapters(root)]
     missing = [s for s in sources if not s.is_file()]
     if missing:
         raise NotebookError("chapters in _toc.yml without a source notebook: "
                             + ", ".join(str(s.relative_to(root)) for s in missing))
+    sources = [chapter_source(root, stem) for stem in execution_order(root)]
     # Check every chapter's parameters first: a typo in the last chapter's profile should not
     # surface after the first chapters have run for half an hour.
     for source in sources:

@@ -104,17 +104,20 @@ def paired(a_values: Sequence[float], b_values: Sequence[float], *, a: str = "A"
         resolved = 1 if low > 0 else -1 if high < 0 else 0
     verdict = {1: f"{a} above {b}", -1: f"{b} above {a}", 0: "not resolved"}[resolved]
     pct = f"{100 * confidence:g} %"
-    if n >= 2:
-        where = f"{pct} CI {low:+.{digits}f} to {high:+.{digits}f}, {n} paired seeds"
-    else:
-        where = "1 seed, no interval"
+
+    def where(sign: int = 1) -> str:  # the interval of sign * (A - B), as the sentence reads it
+        if n < 2:
+            return "1 seed, no interval"
+        lo, hi = sorted((sign * low, sign * high))
+        return f"{pct} CI {lo:+.{digits}f} to {hi:+.{digits}f}, {n} paired seeds"
+
     suffix = f" {what}" if what else ""
     if resolved:
         upper, lower = (a, b) if resolved > 0 else (b, a)
-        text = f"{upper} is above {lower} by {abs(mean):.{digits}f}{suffix} ({where})"
+        text = f"{upper} is above {lower} by {abs(mean):.{digits}f}{suffix} ({where(resolved)})"
     else:
         reason = f"fewer than {MIN_SEEDS} seeds" if n < MIN_SEEDS else "the interval contains 0"
-        text = (f"{a} − {b} = {mean:+.{digits}f}{suffix} ({where}): not resolved, {reason}")
+        text = (f"{a} − {b} = {mean:+.{digits}f}{suffix} ({where()}): not resolved, {reason}")
     return Paired(a, b, tuple(float(v) for v in d), mean, low, high, confidence, verdict, resolved, text)
 
 
@@ -171,7 +174,10 @@ def trend(x: Sequence[float], runs: Sequence[Sequence[float]], name: str = "τ",
     direction = {1: "rises", -1: "falls", 0: "not resolved"}[overall.resolved]
     reversals = tuple(s for s in steps if overall.resolved and s.resolved == -overall.resolved)
     span = f"from {first} to {last}"
-    if direction == "not resolved":
+    if direction == "not resolved" and overall.n < MIN_SEEDS:
+        text = (f"changes by {overall.mean:+.{digits}f} {span} ({overall.interval}, {overall.n} paired seeds): "
+                f"not resolved, fewer than {MIN_SEEDS} seeds")
+    elif direction == "not resolved":
         text = f"does not change resolvably {span} ({overall.interval}, {overall.n} paired seeds)"
     else:
         text = f"{direction} {span} by {abs(overall.mean):.{digits}f} ({overall.interval})"

@@ -1,13 +1,15 @@
 """The book build, end to end: chapters run under `smoke`, `jupyter-book -W`, offline HTML.
 
 The real pages and configuration are built into a temporary copy of the book whose table of
-contents lists a small fixture chapter in place of the chapters; every chapter that exists is run
-under `smoke` by tests/book/test_notebooks.py. The copy goes through `python -m clmini book`, the same
-command as `make book`.
+contents lists small fixture chapters in place of the chapters; every chapter that exists is run
+under `smoke` by tests/book/test_notebooks.py. The real results page stays at its place: it runs after
+the fixture chapters, from the claims one of them records. The copy goes through `python -m clmini
+book`, the same command as `make book`, with a private run cache.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +24,7 @@ import yaml
 from jupyter_book.config import get_final_config
 
 from clmini import book as nbr
+from clmini.book.toc import runs_after_chapters
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -38,18 +41,26 @@ def _load_check_book():
 check_book = _load_check_book()
 
 
-def with_chapters(toc: dict, stems: list[str]) -> dict:
-    """``toc`` with its generated chapters replaced by ``stems`` (at the place of the first one)."""
+RESULTS_PAGES = [stem for stem in nbr.toc_chapters(REPO) if runs_after_chapters(nbr.chapter_source(REPO, stem))]
+
+
+def with_chapters(toc: dict, stems: list[str], results: bool = False) -> dict:
+    """``toc`` with its generated chapters replaced by ``stems`` (at the place of the first one);
+    the pages that run after the chapters (the results page) stay where they are if ``results``,
+    else they go too."""
     prefix = nbr.CHAPTERS_DIR.as_posix() + "/"
+    keep = {prefix + stem for stem in RESULTS_PAGES} if results else set()
+    placed = False
 
     def fix(node):
+        nonlocal placed
         if isinstance(node, dict):
             return {k: fix(v) for k, v in node.items()}
         if not isinstance(node, list):
             return node
-        out, placed = [], False
+        out = []
         for item in node:
-            if isinstance(item, dict) and str(item.get("file", "")).startswith(prefix):
+            if isinstance(item, dict) and str(item.get("file", "")).startswith(prefix) and item["file"] not in keep:
                 if not placed:
                     out += [{"file": prefix + s} for s in stems]
                     placed = True
@@ -60,16 +71,19 @@ def with_chapters(toc: dict, stems: list[str]) -> dict:
     return fix(toc)
 
 
-def make_book(dest: Path, stems: list[str]) -> Path:
-    """A copy of the book at ``dest`` whose chapters are fixture notebooks ``stems``."""
+def make_book(dest: Path, stems: list[str], results: bool = False) -> Path:
+    """A copy of the book at ``dest`` whose chapters are fixture notebooks ``stems``, with the real
+    results page if ``results`` (then a fixture chapter must record claims)."""
     (dest / "book").mkdir(parents=True)
     (dest / "notebooks").mkdir()
+    for stem in RESULTS_PAGES if results else ():
+        shutil.copy(nbr.chapter_source(REPO, stem), dest / "notebooks")
     shutil.copy(REPO / "_config.yml", dest)
     for page in (REPO / "book").iterdir():
         if page.is_file() and page.suffix in (".md", ".bib"):
             shutil.copy(page, dest / "book")
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    (dest / "_toc.yml").write_text(yaml.safe_dump(with_chapters(toc, stems), sort_keys=False))
+    (dest / "_toc.yml").write_text(yaml.safe_dump(with_chapters(toc, stems, results), sort_keys=False))
     for stem in stems:
         shutil.copy(FIXTURES / f"{stem}.md", dest / "notebooks")
     shutil.copy(FIXTURES / "profiles.yaml", dest / "notebooks")
@@ -82,8 +96,10 @@ def make_book(dest: Path, stems: list[str]) -> Path:
 
 
 def clmini_book(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m clmini book --root ROOT ARGS`` with a run cache of its own, ``ROOT/.runs``."""
     return subprocess.run([sys.executable, "-m", "clmini", "book", "--root", str(root), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CLMINI_RUNS": str(root / ".runs")})
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +107,7 @@ def built(tmp_path_factory) -> Path:
     """The fixture book, run under `smoke` and built with -W; returns its _build/html."""
     if not (REPO / nbr.MATHJAX_SCRIPT).is_file():
         pytest.fail("MathJax is not installed: run `npm ci` (make test does it)")
-    root = make_book(tmp_path_factory.mktemp("book"), ["00_fixture_chapter"])
+    root = make_book(tmp_path_factory.mktemp("book"), ["00_fixture_chapter", "claims_chapter"], results=True)
     start = time.perf_counter()
     done = clmini_book(root, "--profile", "smoke")
     elapsed = time.perf_counter() - start
@@ -116,7 +132,8 @@ def test_chapter_sources_follow_the_toc():
 def test_book_builds_every_page(built):
     pages = {p.relative_to(built).as_posix() for p in built.rglob("*.html")}
     for page in ("book/intro.html", "book/notation.html", "book/reproducing.html",
-                 "book/bibliography.html", "book/chapters/00_fixture_chapter.html"):
+                 "book/bibliography.html", "book/chapters/00_fixture_chapter.html",
+                 "book/chapters/claims_chapter.html", *(f"book/chapters/{stem}.html" for stem in RESULTS_PAGES)):
         assert page in pages
 
 
@@ -142,6 +159,27 @@ def test_chapter_page_has_figure_glue_citation_and_hidden_solution(built):
     assert peak and 0 < float(peak.group(1)) < 1
     assert "bibliography.html#id" in html or "bibliography.html#" in html  # the {cite} resolved
     assert "exercise" in html and re.search(r'class="[^"]*solution[^"]*dropdown', html)
+
+
+def test_results_page_shows_each_recorded_claim_with_its_links(built):
+    """The results page, read first and executed last, renders the claims the fixture chapter recorded:
+    citations to the bibliography, links to the chapter's labelled section, computed counts."""
+    html = (built / "book" / "chapters" / "00_results.html").read_text()
+    table = re.search(r'<table class="[^"]*clmini-results.*?</table>', html, re.DOTALL)
+    assert table, "the claims table is missing"
+    rows = re.findall(r"<tr.*?</tr>", table.group(0), re.DOTALL)
+    assert len(rows) == 1 + 4  # the header and the fixture chapter's four claims
+    for row in rows[1:]:
+        assert re.search(r'href="\.\./bibliography\.html#[^"]+"', row), row  # the {cite:t} resolved
+        assert 'href="claims_chapter.html#fixture-claims"' in row, row  # the {ref} to the section ...
+        assert 'href="claims_chapter.html"' in row, row  # ... and the {doc} to its chapter
+    outcomes = [re.search(r"<strong>(agrees|disagrees|not resolved)</strong>", row).group(1) for row in rows[1:]]
+    assert outcomes == ["agrees", "agrees", "disagrees", "not resolved"]
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "the chapters test 4 claims of the papers: 2 agree with the paper, 1 disagrees with it, and 1 is not " \
+           "resolved at this profile" in " ".join(text.split())
+    assert 'href="#results-rule"' in html  # the rule's sentence links to its explanation
+    assert "- 84.19 vs 82.21 | CIFAR-10" in text  # a cell that would have opened a list, kept as text
 
 
 def test_bibliography_lists_the_cited_papers(built):
@@ -214,7 +252,7 @@ def test_a_typo_in_a_later_chapter_profile_stops_before_anything_runs(tmp_path):
 
 def test_a_build_warning_fails_the_book(built, tmp_path):
     """-W is on: a broken cross-reference in a page is an error, not a silent broken link."""
-    root = make_book(tmp_path, ["00_fixture_chapter"])
+    root = make_book(tmp_path, ["00_fixture_chapter", "claims_chapter"], results=True)  # the pages of `built`
     shutil.copytree(built.parent.parent / "book" / "chapters", root / "book" / "chapters")
     with open(root / "book" / "notation.md", "a") as page:
         page.write("\nSee {doc}`no_such_page`.\n")

@@ -31,6 +31,9 @@ def test_pairing_removes_the_shared_seed_variation():
     assert paired(a, b).verdict == "A above B"
     assert paired(b, a, a="SupCon", b="SINCERE").verdict == "SINCERE above SupCon"
     assert paired(b, a).resolved == -1
+    # the sentence reads "SINCERE is above SupCon by x": its interval is that of SINCERE - SupCon
+    text = paired(b, a, a="SupCon", b="SINCERE").text
+    assert text.startswith("SINCERE is above SupCon by 0.010 (95 % CI +0.0")
 
 
 @pytest.mark.parametrize("a, b, why", [
