@@ -14,7 +14,7 @@ The engine knows no loss by name: losses come from :data:`clmini.losses.LOSSES` 
 """
 from clmini.engine.augment import AugmentConfig
 from clmini.engine.config import ENGINE_VERSION, MODES, OPTIMIZERS, TrainConfig, canonical_loss_args, loss_arguments
-from clmini.engine.data import DATASETS, ImageData, load_dataset
+from clmini.engine.data import DATASET_NAMES, DATASETS, ImageData, load_dataset
 from clmini.engine.device import PRECISIONS, native_bf16, resolve_device, resolve_precision
 from clmini.engine.hooks import MONITORS
 from clmini.engine.models import ARCHS
@@ -23,6 +23,6 @@ from clmini.engine.runs import Run, default_runs_dir, load_run, train_or_load
 from clmini.engine.trainer import Trainer
 
 __all__ = ["AugmentConfig", "TrainConfig", "ENGINE_VERSION", "MODES", "OPTIMIZERS", "OBJECTIVES", "MONITORS",
-           "DATASETS", "ARCHS", "ImageData", "load_dataset", "canonical_loss_args", "loss_arguments",
+           "DATASETS", "DATASET_NAMES", "ARCHS", "ImageData", "load_dataset", "canonical_loss_args", "loss_arguments",
            "Trainer", "Run", "load_run", "train_or_load", "default_runs_dir", "resolve_device", "PRECISIONS",
            "native_bf16", "resolve_precision"]

@@ -28,7 +28,7 @@ from clmini.losses import LOSSES, make_loss
 #   2: objectives and per-epoch monitors became config fields (``objective``, ``monitors``); the
 #      fields added after release 1 (``classes``, ``classes_per_batch``) are hashed like the others.
 #   3: ``precision`` (bf16 autocast on CPUs with native bf16 too, in training and evaluation).
-#   4: the optimiser's settings default to its recipe (:data:`RECIPES`), SGD by default.
+#   4: the optimiser's settings default to its recipe (:data:`RECIPES`); Adam 3e-3 with warm-up by default.
 ENGINE_VERSION = 4
 
 MODES = ("simclr", "supervised")
@@ -37,8 +37,11 @@ MODES = ("simclr", "supervised")
 #: ``benchmarks/results/recipe_cpu.md``). The first is the engine's default optimiser. Every run
 #: warms up linearly over ``warmup_epochs`` and then decays the rate to 0 on a cosine.
 RECIPES = MappingProxyType({
-    "sgd": MappingProxyType({"lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 0.3}),
+    # Resolved above the old default (Adam 1e-3, no warm-up) in kNN and linear probe, highest kNN mean;
+    # not resolved against the SGD recipes (see the table).
     "adam": MappingProxyType({"lr": 3e-3, "weight_decay": 1e-6, "warmup_epochs": 0.3}),
+    # The SGD setting with the highest means of the sweep (lr 0.03, 0.1, 0.3), momentum 0.9.
+    "sgd": MappingProxyType({"lr": 0.03, "weight_decay": 5e-4, "warmup_epochs": 0.3}),
 })
 OPTIMIZERS = tuple(RECIPES)
 # Not run hyperparameters: the engine needs mean-reduced losses on normalised embeddings, and

@@ -33,7 +33,10 @@ from torch import Tensor
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "svhn", "stl10")
+#: The data sets the engine reads: name (as configs spell it) -> the name to print.
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN",
+                 "stl10": "STL-10"}
+DATASETS = tuple(DATASET_NAMES)
 
 
 @dataclass(frozen=True)
