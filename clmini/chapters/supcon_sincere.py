@@ -1,6 +1,6 @@
-"""Chapter 4 (SupCon vs SINCERE): repulsion statistics, run names, comparisons with seed spread.
+"""Chapter 4 (SupCon vs SINCERE): repulsion statistics, run names, per-seed values and metric sensitivity.
 
-Two things chapter 4 needs that are neither losses nor engine:
+What chapter 4 needs that is neither a loss nor the engine:
 
 * **Repulsion.** For anchor ``i`` and a same-class sample ``j``, ``g_ij = dL_i/ds_ij`` says what the
   loss does to their similarity: ``g_ij > 0`` means the loss *falls* as ``s_ij`` falls, so a
@@ -10,9 +10,15 @@ Two things chapter 4 needs that are neither losses nor engine:
   ``q`` the softmax over all other samples, ``-(1 - P^(j)_j)/(|P| tau)`` for SINCERE with
   ``P^(j)`` the softmax over ``j`` and the negatives. :func:`repulsion_statistics` summarises
   ``g`` over the same-class pairs of a batch; :func:`clustered_batch` and :func:`embedding_batches`
-  give batches of synthetic and of real embeddings.
-* **Comparisons** (:func:`compare`): the difference of two groups of seeds and whether it exceeds
-  their spread, so a chapter's sentences say only what its numbers show.
+  give batches of synthetic and of real embeddings; :func:`class_gap` measures on the latter how far
+  the classes sit apart on average (a geometry measure that nearest neighbours do not saturate).
+* **Tables of runs.** :func:`seed_values` gives one configuration's metric per seed, in seed order,
+  for :func:`clmini.study.verdicts.paired`; :func:`sensitivities` and :func:`sensitivity_table` ask
+  :func:`clmini.study.verdicts.sensitivity` of each metric whether it can rank the configurations;
+  :func:`ranking_metric` picks the metric a claim is judged on. Nothing here compares two
+  configurations: every verdict comes from :mod:`clmini.study.verdicts`.
+* **The binary task.** :data:`CONFUSABLE_PAIRS`: the two-class task of each data set
+  (:func:`binary_pair`).
 
 The cross-entropy baseline "with the same encoder" is not here: it is an objective of the engine
 (``TrainConfig(objective="cross-entropy")``), trained and cached like every run.
@@ -21,9 +27,10 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,11 +40,15 @@ from clmini.engine.augment import AugmentConfig, augment
 from clmini.engine.data import ImageData, class_balanced_batches
 from clmini.losses import SINCERE, ContrastiveLoss, Pairs
 from clmini.metrics import autocast
+from clmini.study import verdicts
+from clmini.study.plots import baseline_band, history_curves, metric_point
 
 __all__ = [
     "anchor_gradients", "closed_form_gradients", "repulsion_statistics", "clustered_batch",
     "embedding_batches", "batch_repulsion", "positives_per_anchor", "sincere_bound_value",
-    "is_cross_entropy", "run_label", "Comparison", "compare",
+    "class_gap", "is_cross_entropy", "run_label", "CONFUSABLE_PAIRS", "binary_pair", "seed_values",
+    "sensitivities", "sensitivity_table", "ranking_metric", "configuration_points", "seed_history_curves",
+    "NEAREST_CEILING", "NEAREST_METRICS", "nearest_at_ceiling",
 ]
 
 
@@ -193,6 +204,34 @@ def sincere_bound_value(batches: Iterable[tuple[Tensor, Tensor]], temperature: f
     return float(torch.cat(values).mean())
 
 
+def class_gap(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """Mean cosine of same-class pairs minus mean cosine of other-class pairs, over batches ``(z, labels)``.
+
+    The batches are :func:`embedding_batches`' (two views of each image: rows ``k`` and ``k + n/2``
+    of a batch of ``n`` rows are the same image); the pairs of two views of one image are left out,
+    so the same-class mean is over distinct images only. Unlike SINCERE's separation (medians of the
+    *nearest* same-class and other-class cosines, which both approach 1 once a bank is large), this
+    averages over all pairs and does not saturate while the classes still overlap.
+    """
+    gaps = []
+    for z, labels in batches:
+        n = z.shape[0]
+        if n % 2:
+            raise ValueError(f"batches: need two views per image (an even number of rows), got {n}")
+        z = F.normalize(z.double(), dim=1)
+        sim = z @ z.T
+        same = labels[:, None] == labels[None, :]
+        index = torch.arange(n, device=z.device)
+        views = (index[:, None] - index[None, :]).abs() == n // 2          # the two views of one image
+        distinct_same = same & ~views & ~torch.eye(n, dtype=torch.bool, device=z.device)
+        if not bool(distinct_same.any()) or bool(same.all()):
+            raise ValueError("batches: need same-class pairs of distinct images and other-class pairs")
+        gaps.append(float(sim[distinct_same].mean() - sim[~same].mean()))
+    if not gaps:
+        raise ValueError("batches: need at least one batch")
+    return sum(gaps) / len(gaps)
+
+
 # =========================================================================== run names
 def is_cross_entropy(run: Run) -> bool:
     """Whether ``run`` trained the cross-entropy baseline (``objective="cross-entropy"``)."""
@@ -212,62 +251,146 @@ def run_label(run: Run) -> str:
     return f"{name} τ={args['temperature']:g}" if "temperature" in args else name
 
 
-# =========================================================================== comparisons
-@dataclass(frozen=True)
-class Comparison:
-    """Group ``a`` minus group ``b`` of one metric over seeds.
+# =========================================================================== the binary task
+#: The two-class task of each data set (class indices): its most confusable pair. CIFAR-10's is the
+#: paper's CIFAR-2, cat vs dog **[paper code]**; STL-10 has the same two classes (at indices 3 and 5
+#: too); Fashion-MNIST's most confused pair is T-shirt/top vs shirt. CIFAR-100 and SVHN have no
+#: such default: a chapter run on them names its pair (``binary_classes``).
+CONFUSABLE_PAIRS = {"fashion-mnist": (0, 6), "cifar10": (3, 5), "stl10": (3, 5)}
 
-    ``spread`` is the standard error of the difference of means,
-    ``sqrt(sd_a^2 / n_a + sd_b^2 / n_b)`` (NaN with fewer than two seeds in a group). The
-    difference is ``clear`` when both groups have at least two seeds and ``|diff| > 2 spread``
-    (about a 95 % two-sided criterion); otherwise nothing is claimed.
+
+def binary_pair(dataset: str, classes: Sequence[int] | None = None) -> tuple[int, int]:
+    """The two classes of the binary task: ``classes`` if given (two distinct indices), else the
+    data set's :data:`CONFUSABLE_PAIRS` entry. Sorted, as :class:`~clmini.engine.TrainConfig` keeps them."""
+    if classes is None:
+        if dataset not in CONFUSABLE_PAIRS:
+            raise ValueError(f"binary_classes: no default pair for data set {dataset!r} (defaults exist for "
+                             f"{sorted(CONFUSABLE_PAIRS)}); set binary_classes to two class indices")
+        return tuple(sorted(CONFUSABLE_PAIRS[dataset]))
+    pair = [int(c) for c in classes]
+    if len(pair) != 2 or pair[0] == pair[1] or min(pair) < 0:
+        raise ValueError(f"binary_classes: need two distinct class indices, got {list(classes)}")
+    return tuple(sorted(pair))
+
+
+# =========================================================================== tables of runs
+def seed_values(frame: pd.DataFrame, label: str, metric: str, seeds: Sequence[int] | None = None) -> np.ndarray:
+    """``metric`` of configuration ``label`` (column ``label``), one value per seed in the order of
+    ``seeds`` (default: the configuration's seeds, sorted), for :func:`clmini.study.verdicts.paired`.
+
+    ``ValueError`` when a seed is missing or appears twice: paired values must come from one run per seed.
     """
-
-    mean_a: float
-    mean_b: float
-    sd_a: float
-    sd_b: float
-    n_a: int
-    n_b: int
-
-    @property
-    def diff(self) -> float:
-        return self.mean_a - self.mean_b
-
-    @property
-    def spread(self) -> float:
-        if min(self.n_a, self.n_b) < 2:
-            return math.nan
-        return math.sqrt(self.sd_a ** 2 / self.n_a + self.sd_b ** 2 / self.n_b)
-
-    @property
-    def enough_seeds(self) -> bool:
-        return min(self.n_a, self.n_b) >= 2
-
-    @property
-    def clear(self) -> bool:
-        return self.enough_seeds and abs(self.diff) > 2 * self.spread
-
-    def verdict(self, higher: str, lower: str, unclear: str, single: str) -> str:
-        """One of four phrases: ``a`` clearly higher / lower, unclear within the spread, or too
-        few seeds to say."""
-        if not self.enough_seeds:
-            return single
-        if not self.clear:
-            return unclear
-        return higher if self.diff > 0 else lower
+    rows = frame[frame["label"] == label]
+    if rows.empty:
+        raise ValueError(f"no runs labelled {label!r}; labels: {sorted(frame['label'].unique())}")
+    if rows["seed"].duplicated().any():
+        raise ValueError(f"{label!r}: more than one run per seed {sorted(rows['seed'])}")
+    by_seed = rows.set_index("seed")[metric]
+    seeds = sorted(by_seed.index) if seeds is None else list(seeds)
+    missing = [s for s in seeds if s not in by_seed.index]
+    if missing:
+        raise ValueError(f"{label!r}: no run for seeds {missing}")
+    return by_seed.loc[seeds].to_numpy(dtype=float)
 
 
-def compare(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    """:class:`Comparison` of two samples (e.g. one metric of SINCERE's and SupCon's seeds)."""
-    a, b = [float(x) for x in a], [float(x) for x in b]
-    if not a or not b:
-        raise ValueError("compare: both groups need at least one value")
+def sensitivities(frame: pd.DataFrame, metrics: Mapping[str, str], configurations: Sequence[str],
+                  init_label: str = "random init", digits: Mapping[str, int] | None = None
+                  ) -> dict[str, verdicts.Sensitivity]:
+    """:func:`clmini.study.verdicts.sensitivity` of each metric (column -> readable name) over the
+    ``configurations`` (labels) of ``frame``, against the runs labelled ``init_label``;
+    ``digits``: decimals of a metric's text where 3 are too few (default 3)."""
+    init = frame[frame["label"] == init_label]
+    if init.empty:
+        raise ValueError(f"no runs labelled {init_label!r} (the random-init baseline)")
+    digits = digits or {}
+    return {metric: verdicts.sensitivity({c: seed_values(frame, c, metric) for c in configurations},
+                                         init[metric].to_numpy(dtype=float), metric=name,
+                                         digits=digits.get(metric, 3))
+            for metric, name in metrics.items()}
 
-    def sd(x):
-        if len(x) < 2:
-            return math.nan
-        m = sum(x) / len(x)
-        return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
 
-    return Comparison(sum(a) / len(a), sum(b) / len(b), sd(a), sd(b), len(a), len(b))
+#: SINCERE's separation is the difference of the median cosines to the nearest same-class and the
+#: nearest other-class bank embedding. Where both medians are at least this high in every run, the
+#: nearest neighbours of both kinds sit on top of each embedding, the separation is squeezed towards
+#: 0, and neither it nor its two terms can rank the runs (:func:`nearest_at_ceiling`).
+NEAREST_CEILING = 0.98
+NEAREST_METRICS = ("separation", "nearest_same_sim", "nearest_other_sim")
+
+
+def nearest_at_ceiling(frame: pd.DataFrame, ceiling: float = NEAREST_CEILING) -> bool:
+    """Whether every run of ``frame`` has both nearest-neighbour medians at or above ``ceiling``."""
+    values = frame[["nearest_same_sim", "nearest_other_sim"]].to_numpy(dtype=float)
+    if values.size == 0:
+        raise ValueError("frame: no runs")
+    return bool((values >= ceiling).all())
+
+
+def _unable(results: Mapping[str, verdicts.Sensitivity], metric: str, unable: Mapping[str, str]) -> bool:
+    return results[metric].saturated or metric in unable
+
+
+def sensitivity_table(results: Mapping[str, verdicts.Sensitivity], names: Mapping[str, str],
+                      unable: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per metric: random-init value, lowest and highest configuration mean, their range,
+    the seed sd, and whether the metric can rank the configurations. ``unable``: metric -> why it
+    cannot rank although the seeds alone would let it (e.g. its terms at a ceiling)."""
+    unable = unable or {}
+
+    def can_rank(metric, s):
+        if s.saturated:
+            return "no: the runs move it no more than the seeds do"
+        return f"no: {unable[metric]}" if metric in unable else "yes"
+
+    rows = [{"metric": names.get(metric, metric), "random init": s.init, "lowest": s.low, "highest": s.high,
+             "range": s.range, "seed sd": s.seed_sd, "range / seed sd": s.range / s.seed_sd if s.seed_sd else math.nan,
+             "can rank": can_rank(metric, s)}
+            for metric, s in results.items()]
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def ranking_metric(results: Mapping[str, verdicts.Sensitivity], candidates: Sequence[str],
+                   unable: Iterable[str] = ()) -> str:
+    """The metric a claim is judged on: the first candidate (the paper's own) if it can rank the
+    configurations, else the candidate that moves most against its seed spread among those that can,
+    else (none can) the first candidate, whose verdict the chapter then reads as unable to rank.
+    ``unable``: metrics that cannot rank although :attr:`~clmini.study.verdicts.Sensitivity.saturated`
+    is false (see :func:`sensitivity_table`)."""
+    if not candidates:
+        raise ValueError("candidates: need at least one metric")
+    unknown = [c for c in candidates if c not in results]
+    if unknown:
+        raise ValueError(f"candidates {unknown} have no sensitivity; known: {sorted(results)}")
+    unable = {m: "" for m in unable}
+    able = [c for c in candidates if not _unable(results, c, unable)]
+    if not able or able[0] == candidates[0]:
+        return candidates[0]
+    return max(able, key=lambda c: results[c].range / results[c].seed_sd if results[c].seed_sd > 0 else math.inf)
+
+
+def configuration_points(frame: pd.DataFrame, metric: str, labels: Sequence[str], *, ax, baseline=None,
+                         init_label: str = "random init"):
+    """Each configuration (label) at its own abscissa: mean ± sd over seeds and every seed
+    (:func:`clmini.study.plots.metric_point`), with the random-init band (default: the runs labelled
+    ``init_label`` in ``frame``; ``baseline`` overrides it with per-seed values)."""
+    for i, label in enumerate(labels):
+        metric_point(frame[frame["label"] == label], metric, i, label=label, ax=ax, color=f"C{i}")
+    if baseline is None:
+        baseline = frame.loc[frame["label"] == init_label, metric].to_numpy(dtype=float)
+    if len(baseline):
+        baseline_band(ax, baseline)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize="small")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.grid(alpha=0.3, axis="y")
+    return ax
+
+
+def seed_history_curves(history: pd.DataFrame, metric: str, labels: Sequence[str], *, ax, ylabel: str | None = None):
+    """Per-epoch ``metric`` of each label (:func:`clmini.study.plots.history_curves`: mean, one sd) with
+    each seed's own trajectory as a thin line of the same colour. ``history`` needs a ``seed`` column."""
+    for i, label in enumerate(labels):
+        color = f"C{i}"
+        history_curves(history, metric, ax=ax, labels=[label], ylabel=ylabel, color=color)
+        frame = history[history["label"] == label].dropna(subset=[metric])
+        for _, seed_frame in frame.groupby("seed"):
+            ax.plot(seed_frame["epoch"], seed_frame[metric], color=color, alpha=0.35, linewidth=0.8)
+    return ax

@@ -21,6 +21,7 @@ from typing import Iterable
 import pandas as pd
 
 from clmini.engine import Run, TrainConfig, load_dataset, resolve_device, train_or_load
+from clmini.engine.config import RECIPES
 
 # Final metrics shown in the chapters' tables (keys of ``Run.metrics``).
 METRICS = ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment", "separation",
@@ -69,9 +70,14 @@ def variant(base: TrainConfig, **changes) -> TrainConfig:
 
     A new ``loss`` without ``loss_args`` starts from that loss's defaults: the base's arguments
     belong to the base's loss (``variant(base, loss="simple")`` must not pass it a temperature).
+    Likewise a new ``optimizer`` gets its own recipe's learning rate, weight decay and warm-up
+    unless they are given (Adam must not inherit SGD's learning rate).
     """
     if "loss" in changes and changes["loss"] != base.loss:
         changes.setdefault("loss_args", {})
+    if "optimizer" in changes and changes["optimizer"] != base.optimizer:
+        for name in RECIPES[base.optimizer]:  # the base's lr etc. belong to its optimiser's recipe
+            changes.setdefault(name, None)
     return dataclasses.replace(base, **changes)
 
 
@@ -152,13 +158,3 @@ def best(table: pd.DataFrame, metric: str, by: str) -> tuple:
     """The value of column ``by`` whose mean ``metric`` (over seeds) is highest, and that mean."""
     means = table.groupby(by)[metric].mean()
     return means.idxmax(), float(means.max())
-
-
-def enough_training(table: pd.DataFrame, baseline_value: float, metric: str = "knn_acc",
-                    margin: float = 0.01) -> bool:
-    """Whether the best trained run beats the random-init baseline by at least ``margin``.
-
-    Chapters use it to say, in the rendered prose, when a profile was too short to support a
-    claim about accuracy (the ``smoke`` profile never is).
-    """
-    return bool(table[metric].max() >= baseline_value + margin)

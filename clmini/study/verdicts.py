@@ -67,6 +67,7 @@ class Paired:
     verdict: str
     resolved: int
     text: str
+    digits: int = 3
 
     @property
     def n(self) -> int:
@@ -74,10 +75,11 @@ class Paired:
 
     @property
     def interval(self) -> str:
-        """``"+0.012 [+0.004, +0.020]"``: the mean difference and its interval."""
+        """``"+0.012 [+0.004, +0.020]"``: the mean difference and its interval (``digits`` decimals)."""
+        d = self.digits
         if math.isnan(self.low):
-            return f"{self.mean:+.3f} [interval needs ≥ 2 seeds]"
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+            return f"{self.mean:+.{d}f} [interval needs ≥ 2 seeds]"
+        return f"{self.mean:+.{d}f} [{self.low:+.{d}f}, {self.high:+.{d}f}]"
 
 
 def paired(a_values: Sequence[float], b_values: Sequence[float], *, a: str = "A", b: str = "B",
@@ -118,7 +120,7 @@ def paired(a_values: Sequence[float], b_values: Sequence[float], *, a: str = "A"
     else:
         reason = f"fewer than {MIN_SEEDS} seeds" if n < MIN_SEEDS else "the interval contains 0"
         text = (f"{a} − {b} = {mean:+.{digits}f}{suffix} ({where()}): not resolved, {reason}")
-    return Paired(a, b, tuple(float(v) for v in d), mean, low, high, confidence, verdict, resolved, text)
+    return Paired(a, b, tuple(float(v) for v in d), mean, low, high, confidence, verdict, resolved, text, digits)
 
 
 def _grid(x: Sequence[float], runs: Mapping | Sequence) -> tuple[np.ndarray, np.ndarray]:

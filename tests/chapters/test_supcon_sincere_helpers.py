@@ -1,18 +1,29 @@
-"""clmini.chapters.supcon_sincere: repulsion statistics vs the symbolic result, run names, comparisons."""
+"""clmini.chapters.supcon_sincere: repulsion statistics vs the symbolic result, run names, tables of runs."""
 from __future__ import annotations
 
 import dataclasses
 import math
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from clmini import symbolic
 from clmini.losses import SINCERE, ContrastiveLoss, Scaled, SupCon, pair_masks
 from clmini.engine.models import build_model
-from clmini.chapters.supcon_sincere import (anchor_gradients, batch_repulsion, closed_form_gradients, clustered_batch,
-                                            compare, embedding_batches, is_cross_entropy, positives_per_anchor,
-                                            repulsion_statistics, run_label, sincere_bound_value)
+from clmini.chapters.supcon_sincere import (CONFUSABLE_PAIRS, anchor_gradients, batch_repulsion, binary_pair,
+                                            class_gap, closed_form_gradients, clustered_batch, configuration_points,
+                                            embedding_batches, is_cross_entropy, nearest_at_ceiling,
+                                            positives_per_anchor,
+                                            ranking_metric, repulsion_statistics, run_label, seed_history_curves,
+                                            seed_values, sensitivities, sensitivity_table, sincere_bound_value)
+from clmini.engine.data import DATASETS
+from clmini.study import verdicts
 from clmini.engine import TrainConfig, train_or_load
 from engine_helpers import pattern_data
 
@@ -125,21 +136,128 @@ def test_embedding_batches_and_batch_repulsion(data):
     assert 0 <= batch_repulsion(SupCon(0.1), batches)["share"] <= 1
 
 
-# -- comparisons -------------------------------------------------------------------------------
+# -- class gap ---------------------------------------------------------------------------------
 
-def test_compare_verdicts():
-    words = ("higher", "lower", "unclear", "single")
-    assert compare([0.9], [0.8]).verdict(*words) == "single"
-    assert math.isnan(compare([0.9], [0.8, 0.7]).spread)
-    clear = compare([0.90, 0.91, 0.92], [0.80, 0.81, 0.79])
-    assert clear.diff == pytest.approx(0.11) and clear.clear and clear.verdict(*words) == "higher"
-    assert compare([0.80, 0.81, 0.79], [0.90, 0.91, 0.92]).verdict(*words) == "lower"
-    noisy = compare([0.90, 0.70, 0.80], [0.85, 0.75, 0.79])
-    assert not noisy.clear and noisy.verdict(*words) == "unclear"
-    assert compare([1.0, 1.0], [0.5, 0.5]).verdict(*words) == "higher"  # zero spread, real gap
-    assert compare([1.0, 1.0], [1.0, 1.0]).verdict(*words) == "unclear"
-    with pytest.raises(ValueError):
-        compare([], [1.0])
+def test_class_gap_by_hand_leaves_out_the_two_views_of_one_image():
+    # 2 images per class, 2 classes, two views: rows k and k + 4 are one image.
+    e = torch.eye(3, dtype=torch.float64)
+    z = torch.stack([e[0], e[0], e[1], e[1]] * 2)   # each class on one axis, every view the same
+    labels = torch.tensor([0, 0, 1, 1] * 2)
+    assert class_gap([(z, labels)]) == pytest.approx(1.0)   # same class: cos 1; other class: cos 0
+    # Views of one image made identical while distinct images of a class are orthogonal: the gap
+    # must not count the view pairs (else it would be > 0).
+    z = torch.stack([e[0], e[1], e[2], -e[2]] * 2)
+    gap = class_gap([(z, torch.tensor([0, 0, 1, 1] * 2))])
+    same = (0 + 0 + -1 + -1) / 4          # distinct-image same-class pairs: (0,1) cos 0, (2,3) cos -1 (each twice)
+    other = float((torch.stack([e[0], e[1]]) @ torch.stack([e[2], -e[2]]).T).mean())
+    assert gap == pytest.approx(same - other)
+    with pytest.raises(ValueError, match="two views"):
+        class_gap([(z[:7], labels[:7])])
+    with pytest.raises(ValueError, match="at least one batch"):
+        class_gap([])
+
+
+def test_class_gap_grows_with_clustering(data):
+    tight, _ = clustered_batch(8, 4, 0.9, generator=torch.Generator().manual_seed(1))
+    loose, _ = clustered_batch(8, 4, 0.3, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(4).repeat_interleave(8)
+
+    def two_view(z):  # the batch twice, as two views of each image
+        return torch.cat([z, z]), torch.cat([labels, labels])
+
+    assert class_gap([two_view(tight)]) > class_gap([two_view(loose)]) > 0
+    model = build_model("small-cnn", 1, [0.5], [0.25], 16, 4)
+    assert math.isfinite(class_gap(embedding_batches(model, data, batch_size=8, n_batches=2)))
+
+
+# -- data sets and the binary task ---------------------------------------------------------------
+
+def test_binary_pairs():
+    assert set(CONFUSABLE_PAIRS) <= set(DATASETS)
+    assert binary_pair("fashion-mnist") == (0, 6) and binary_pair("cifar10") == (3, 5)
+    assert binary_pair("svhn", [7, 1]) == (1, 7)
+    with pytest.raises(ValueError, match="no default pair"):
+        binary_pair("svhn")
+    for bad in ([1], [2, 2], [0, 1, 2], [-1, 3]):
+        with pytest.raises(ValueError, match="two distinct"):
+            binary_pair("cifar10", bad)
+
+
+# -- tables of runs ------------------------------------------------------------------------------
+
+def frame_of(values: dict) -> pd.DataFrame:
+    """label -> per-seed values (seeds 0..n-1) of metrics 'a' and 'b' (b = a / 10)."""
+    return pd.DataFrame([{"label": label, "seed": seed, "a": v, "b": v / 10}
+                         for label, vs in values.items() for seed, v in enumerate(vs)])
+
+
+def test_seed_values_orders_by_seed_and_refuses_gaps_and_duplicates():
+    frame = frame_of({"x": [0.1, 0.2, 0.3]}).iloc[::-1]
+    assert seed_values(frame, "x", "a").tolist() == [0.1, 0.2, 0.3]
+    assert seed_values(frame, "x", "a", [2, 0]).tolist() == [0.3, 0.1]
+    with pytest.raises(ValueError, match="no run for seeds"):
+        seed_values(frame, "x", "a", [0, 5])
+    with pytest.raises(ValueError, match="no runs labelled"):
+        seed_values(frame, "y", "a")
+    with pytest.raises(ValueError, match="more than one run"):
+        seed_values(pd.concat([frame, frame]), "x", "a")
+
+
+def test_sensitivities_table_and_ranking_metric():
+    frame = frame_of({"A": [0.90, 0.91, 0.92], "B": [0.70, 0.72, 0.71], "random init": [0.5, 0.5, 0.5]})
+    frame["flat"] = [0.5, 0.6, 0.4, 0.52, 0.61, 0.41, 0.5, 0.5, 0.5]   # seeds spread it, configurations do not
+    results = sensitivities(frame, {"a": "metric a", "flat": "flat"}, ["A", "B"])
+    assert not results["a"].saturated and results["flat"].saturated
+    assert results["a"].init == pytest.approx(0.5)
+    assert results["a"] == verdicts.sensitivity({"A": [0.90, 0.91, 0.92], "B": [0.70, 0.72, 0.71]}, [0.5] * 3,
+                                                metric="metric a")
+    table = sensitivity_table(results, {"a": "metric a", "flat": "flat"})
+    assert table.loc["metric a", "can rank"] == "yes"
+    assert table.loc["flat", "can rank"] == "no: the runs move it no more than the seeds do"
+    assert table.loc["metric a", "range"] == pytest.approx(0.2)
+    # the paper's metric when it can rank; else the candidate moving most against its seed sd
+    assert ranking_metric(results, ["a", "flat"]) == "a"
+    assert ranking_metric(results, ["flat", "a"]) == "a"
+    assert ranking_metric({"flat": results["flat"]}, ["flat"]) == "flat"   # none can: the paper's, flagged by the text
+    more = sensitivities(frame, {"a": "a", "b": "b", "flat": "flat"}, ["A", "B"])
+    assert ranking_metric(more, ["flat", "b", "a"]) in ("a", "b")  # equal ratio (b = a / 10): either
+    with pytest.raises(ValueError, match="no sensitivity"):
+        ranking_metric(results, ["nope"])
+    # a metric the seeds would let rank but that cannot (its terms at a ceiling) is passed over and says why
+    assert ranking_metric(results, ["a", "flat"], unable=["a"]) == "a"        # none can: the paper's
+    assert ranking_metric(more, ["a", "b"], unable=["a"]) == "b"
+    table = sensitivity_table(results, {"a": "metric a"}, {"a": "at the ceiling"})
+    assert table.loc["metric a", "can rank"] == "no: at the ceiling" and table.loc["flat", "can rank"].startswith("no")
+    assert "0.71000 to 0.91000" in sensitivities(frame, {"a": "a"}, ["A", "B"], digits={"a": 5})["a"].text
+    with pytest.raises(ValueError, match="random-init"):
+        sensitivities(frame[frame.label != "random init"], {"a": "a"}, ["A"])
+
+
+def test_nearest_at_ceiling():
+    frame = pd.DataFrame({"nearest_same_sim": [0.999, 0.99], "nearest_other_sim": [0.998, 0.985]})
+    assert nearest_at_ceiling(frame)
+    frame.loc[1, "nearest_other_sim"] = 0.97
+    assert not nearest_at_ceiling(frame) and nearest_at_ceiling(frame, 0.9)
+    with pytest.raises(ValueError, match="no runs"):
+        nearest_at_ceiling(frame.iloc[:0])
+
+
+def test_configuration_points_and_seed_history_curves_draw_every_seed():
+    frame = frame_of({"A": [0.90, 0.91, 0.92], "B": [0.70, 0.72, 0.71], "random init": [0.5, 0.52, 0.51]})
+    fig, ax = plt.subplots()
+    configuration_points(frame, "a", ["A", "B"], ax=ax)
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets()) == 3])
+    assert sorted(dots.round(2).tolist()) == sorted([0.90, 0.91, 0.92, 0.70, 0.72, 0.71])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
+    assert any("random init (3 seeds)" == line.get_label() for line in ax.lines)
+    plt.close(fig)
+    history = pd.DataFrame([{"label": label, "seed": seed, "epoch": e, "m": 0.1 * e + seed}
+                            for label in ("A", "B") for seed in range(3) for e in range(4)])
+    fig, ax = plt.subplots()
+    seed_history_curves(history, "m", ["A", "B"], ax=ax, ylabel="m")
+    thin = [line for line in ax.lines if line.get_linewidth() == 0.8]
+    assert len(thin) == 6 and ax.get_ylabel() == "m"
+    plt.close(fig)
 
 
 def test_sincere_bound_value():

@@ -7,7 +7,7 @@ import pytest  # noqa: E402
 
 from clmini.study import plots  # noqa: E402
 from clmini.study.experiments import (  # noqa: E402
-    baseline, best, enough_training, history_table, results_table, run_variants, seed_summary, simclr_config,
+    baseline, best, history_table, results_table, run_variants, seed_summary, simclr_config,
     variant,
 )
 from engine_helpers import pattern_data  # noqa: E402
@@ -43,7 +43,6 @@ def test_results_table_and_seed_summary(runs):
     assert row["knn_acc_mean"] == pytest.approx((runs[1].metrics["knn_acc"] + runs[2].metrics["knn_acc"]) / 2)
     assert summary.set_index("temperature").loc[0.2, "knn_acc_count"] == 1
     assert best(table[table["epochs"] > 0], "knn_acc", "temperature")[0] in (0.2, 0.5)
-    assert enough_training(table, baseline_value=-1.0) and not enough_training(table, baseline_value=2.0)
 
 
 def test_history_and_figures_are_labelled(runs):
@@ -71,3 +70,12 @@ def test_simclr_config_is_the_base_run_with_changes():
         simclr_config(epoch=5)
     with pytest.raises(ValueError, match="lr"):
         simclr_config(lr=-1)
+
+
+def test_variant_with_another_optimiser_takes_that_optimisers_recipe():
+    from clmini.engine.config import RECIPES
+    base = simclr_config(optimizer="sgd")
+    adam = variant(base, optimizer="adam")
+    assert adam.lr == RECIPES["adam"]["lr"] and adam.weight_decay == RECIPES["adam"]["weight_decay"]
+    assert variant(base, optimizer="adam", lr=1e-4).lr == 1e-4
+    assert variant(base, seed=3).lr == base.lr
