@@ -11,7 +11,6 @@ finished one is re-tabled in seconds. Writes a markdown table (``--markdown``), 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -20,7 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clmini.engine import native_bf16, resolve_device, train_or_load  # noqa: E402
+import seeded  # noqa: E402  (benchmarks/seeded.py: the shared command line)
+
+from clmini.engine import native_bf16, train_or_load  # noqa: E402
 from clmini.study.experiments import baseline, simclr_config  # noqa: E402
 
 METRICS = {"knn_acc": "kNN", "linear_probe_acc": "linear probe"}
@@ -62,22 +63,13 @@ def markdown(table: dict, seeds, device_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--markdown", type=Path, default=None)
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
+def _warn_emulated(device) -> None:
     if not native_bf16(device):
         print(f"note: {device} has no native bf16; the bf16 runs are emulated (slow, same numbers)")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    text = markdown(runs(args.seeds, args.runs_dir, device), args.seeds, name)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    return 0
+
+
+def main(argv=None) -> int:
+    return seeded.main(__doc__, runs, markdown, argv, check_device=_warn_emulated)
 
 
 if __name__ == "__main__":

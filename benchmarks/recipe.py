@@ -15,7 +15,6 @@ is re-tabled in seconds::
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clmini.engine import resolve_device, train_or_load  # noqa: E402
+import seeded  # noqa: E402  (benchmarks/seeded.py: the shared command line)
+
+from clmini.engine import train_or_load  # noqa: E402
 from clmini.study.experiments import SIMCLR_BASE, baseline, simclr_config  # noqa: E402
 from clmini.study.verdicts import paired  # noqa: E402
 
@@ -112,19 +113,7 @@ def markdown(table: dict, seeds, device_name: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--markdown", type=Path, default=None)
-    args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    text = markdown(train(args.seeds, args.runs_dir, device), args.seeds, name)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    return 0
+    return seeded.main(__doc__, train, markdown, argv)
 
 
 if __name__ == "__main__":

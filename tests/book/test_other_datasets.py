@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 
 from clmini.book.runner import run_notebook
+from book_helpers import glued
 from engine_helpers import write_cifar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,16 +20,6 @@ CHAPTER = REPO / "notebooks" / "01_infonce_temperature.md"
 # Small enough for 5 x 24 = 120 training and 24 test images; smoke's own sizes need more.
 TINY_RUN = {"epochs": 1, "n_train": 96, "batch_size": 32, "eval_train_size": 96, "probe_iters": 5,
             "monitor_train_size": 64, "monitor_test_size": 24}
-
-
-def glued(notebook: Path, name: str) -> str:
-    """The text/plain value the executed ``notebook`` glued under ``name`` (myst_nb.glue)."""
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            scrapbook = output.get("metadata", {}).get("scrapbook", {})
-            if scrapbook.get("name") == name:
-                return output["data"][scrapbook.get("mime_prefix", "") + "text/plain"]
-    raise AssertionError(f"{notebook}: nothing glued as {name!r}")
 
 
 def test_chapter_1_runs_on_tiny_cifar10_files(tmp_path, monkeypatch):

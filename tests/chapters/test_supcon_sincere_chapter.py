@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 
 from clmini.book.runner import run_notebook
 from clmini.chapters.supcon_sincere import CONFUSABLE_PAIRS
+from book_helpers import glued
 from engine_helpers import write_cifar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,16 +22,6 @@ CHAPTER = REPO / "notebooks" / "04_supcon_sincere.md"
 # batches of 20 images with 2 classes, the composition runs' smallest.
 TINY_RUN = {"epochs": 1, "n_train": 200, "batch_size": 20, "eval_train_size": 200, "probe_iters": 5,
             "monitor_train_size": 100, "monitor_test_size": 50, "binary_n_train": None, "repulsion_batches": 1}
-
-
-def glued(notebook: Path, name: str) -> str:
-    """The text/plain value the executed ``notebook`` glued under ``name`` (myst_nb.glue)."""
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            scrapbook = output.get("metadata", {}).get("scrapbook", {})
-            if scrapbook.get("name") == name:
-                return output["data"][scrapbook.get("mime_prefix", "") + "text/plain"]
-    raise AssertionError(f"{notebook}: nothing glued as {name!r}")
 
 
 def test_chapter_4_runs_on_tiny_cifar10_files(tmp_path, monkeypatch):
