@@ -386,17 +386,15 @@ def outcome_chart(records: Mapping[str, list[Claim]], labels: Mapping[str, str] 
     return ax
 
 
-def check_links(records: Mapping[str, list[Claim]], root: str | Path) -> None:
-    """``ValueError`` unless every claim's paper is a key of ``book/references.bib`` and its section a
-    MyST label ``(label)=`` of its chapter's source: the page fails here, not in the build."""
-    from clmini.book.sources import chapter_source
-
-    root = Path(root)
-    bib = root / "book" / "references.bib"
+def check_links(records: Mapping[str, list[Claim]], bib: str | Path, sources: Mapping[str, str | Path]) -> None:
+    """``ValueError`` unless every claim's paper is a key of the bibliography ``bib`` and its section a
+    MyST label ``(label)=`` of its chapter's source (``sources``: chapter -> its source file): the page
+    fails here, not in the build."""
+    bib = Path(bib)
     keys = set(_bib_entries(bib))
     problems = []
     for chapter, chapter_claims in records.items():
-        source = chapter_source(root, chapter)
+        source = Path(sources[chapter])
         labels = set(re.findall(r"^\(([^)\s]+)\)=\s*$", source.read_text(), flags=re.MULTILINE))
         for c in chapter_claims:
             if c.paper not in keys:

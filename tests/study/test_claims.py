@@ -293,6 +293,11 @@ def test_rule_explanation_is_the_modules_own_text_without_sphinx_roles():
     assert f"fewer than {verdicts.MIN_SEEDS} paired seeds" in text
 
 
+def check_links(records, root):
+    return claims.check_links(records, root / "book" / "references.bib",
+                              {c: root / "notebooks" / f"{c}.md" for c in records})
+
+
 def test_check_links(tmp_path):
     (tmp_path / "book").mkdir()
     (tmp_path / "book" / "references.bib").write_text(
@@ -301,13 +306,13 @@ def test_check_links(tmp_path):
     (tmp_path / "notebooks" / "01_one.md").write_text("# One\n\n(ch4-verdicts)=\n## Verdicts\n")
     (tmp_path / "notebooks" / "02_two.md").write_text("# Two\n\nSee (ch2-sweep)= in the text, not a label.\n")
     with pytest.raises(ValueError) as err:
-        claims.check_links(records(), tmp_path)
+        check_links(records(), tmp_path)
     assert "02_two: section 'ch2-sweep' is not a label `(ch2-sweep)=`" in str(err.value)
     assert "01_one" not in str(err.value)
     (tmp_path / "notebooks" / "02_two.md").write_text("# Two\n\n(ch2-sweep)=\n## Sweep\n")
-    claims.check_links(records(), tmp_path)
+    check_links(records(), tmp_path)
     with pytest.raises(ValueError, match="paper 'nobody2020' is not a key of"):
-        claims.check_links({"01_one": [make_claim(paper="nobody2020")]}, tmp_path)
+        check_links({"01_one": [make_claim(paper="nobody2020")]}, tmp_path)
 
 
 def test_paper_labels(tmp_path):
