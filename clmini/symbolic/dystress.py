@@ -8,12 +8,13 @@ from typing import Mapping
 import sympy as sp
 
 from clmini.symbolic.core import (anchor_loss, dystress_logit, dystress_temperature, negative_similarities,
-                                 positive_similarities, s, tau)
+                                 positive_similarities, s, tau, tau_max, tau_min)
 from clmini.symbolic.core import _pair_temperature
 
 __all__ = [
     "DystressSchedule", "dystress_schedule", "temperature_function", "DystressGradients",
-    "dystress_gradients", "negatives_only_anchor_loss", "DystressPenalty", "dystress_relative_penalty",
+    "dystress_gradients", "negatives_only_anchor_loss", "CollapsedLoss", "collapsed_loss", "n_negatives",
+    "DystressPenalty", "dystress_relative_penalty",
 ]
 
 
@@ -108,6 +109,56 @@ def negatives_only_anchor_loss(n_neg: int = 3) -> tuple[sp.Expr, tuple[sp.Symbol
     numerator = sp.exp(positive / tau_p)
     denominator = numerator + sp.Add(*(sp.exp(dystress_logit(x)) for x in negatives))
     return -sp.log(numerator / denominator), (positive, *negatives), tau_p
+
+
+#: The number of negatives of one anchor, ``|N(i)|`` (``2B - 2`` in a two-view batch of ``B`` images).
+n_negatives = sp.Symbol(r"\lvert\mathcal{N}(i)\rvert", positive=True, integer=True)
+
+
+@dataclass(frozen=True)
+class CollapsedLoss:
+    """One anchor's loss when the embedding has collapsed: every similarity is 1 **[derived]**.
+
+    ``negatives_only``: the negatives-only ablation (positive at the fixed ``tau_min``, each negative at
+    ``tau(1) = tau_max``), ``log(1 + |N| e^{1/tau_max - 1/tau_min})``; ``exponent`` is
+    ``1/tau(1) - 1/tau_min = 1/tau_max - 1/tau_min <= 0``, so every negative's term is *smaller* than the
+    positive's. ``as_designed``: DySTreSS as the authors define it, and InfoNCE at any ``tau``: every
+    logit is the same number, so the loss is ``log(|N| + 1)``, the log of the denominator's number of terms.
+    ``at(n)``: :func:`negatives_only_anchor_loss` with ``n`` negatives at ``s = 1``, by substitution, for
+    a check that ``negatives_only`` is that loss.
+    """
+
+    negatives_only: sp.Expr
+    as_designed: sp.Expr
+    exponent: sp.Expr
+    positive_logit: sp.Expr
+    negative_logit: sp.Expr
+
+    @staticmethod
+    def at(n: int) -> sp.Expr:
+        expr, symbols, tau_p = negatives_only_anchor_loss(n)
+        return sp.simplify(expr.subs({x: 1 for x in symbols}).subs(tau_p, tau_min))
+
+
+@functools.lru_cache(maxsize=None)
+def collapsed_loss() -> CollapsedLoss:
+    """The loss of a fully collapsed batch, for the negatives-only ablation and as designed **[derived]**.
+
+    Collapse puts every cosine at 1: the positive's logit is ``1/tau_min`` (its fixed temperature, the
+    chapter's ``positive_temperature = tau_min``), each of the ``|N|`` negatives' is ``l(1) = 1/tau(1)``.
+    """
+    positive_logit = sp.Integer(1) / tau_min
+    negative_logit = sp.simplify(dystress_logit(sp.Integer(1)))
+    exponent = negative_logit - positive_logit
+    # -log(e^a / (e^a + |N| e^b)) = log(1 + |N| e^{b - a})
+    loss = -sp.log(sp.exp(positive_logit) / (sp.exp(positive_logit) + n_negatives * sp.exp(negative_logit)))
+    negatives_only = sp.log(1 + n_negatives * sp.exp(exponent))
+    # equal logs of positive arguments: compare the arguments (SymPy does not cancel log differences)
+    if sp.simplify(sp.exp(loss) - sp.exp(negatives_only)) != 0:  # pragma: no cover - a derivation error
+        raise AssertionError("the collapsed negatives-only loss does not simplify to log(1 + |N| e^(b - a))")
+    # as designed, the positive's logit is l(1) too: |N| + 1 equal terms
+    as_designed = sp.simplify(-sp.log(sp.exp(negative_logit) / ((n_negatives + 1) * sp.exp(negative_logit))))
+    return CollapsedLoss(negatives_only, as_designed, exponent, positive_logit, negative_logit)
 
 
 # --------------------------------------------------------------------------- relative penalty
