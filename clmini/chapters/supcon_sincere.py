@@ -46,7 +46,7 @@ from clmini.study.plots import baseline_band, history_curves, metric_point
 __all__ = [
     "anchor_gradients", "closed_form_gradients", "repulsion_statistics", "clustered_batch",
     "embedding_batches", "batch_repulsion", "positives_per_anchor", "sincere_bound_value",
-    "class_gap", "is_cross_entropy", "run_label", "CONFUSABLE_PAIRS", "binary_pair", "seed_values",
+    "class_gap", "same_class_spread", "is_cross_entropy", "run_label", "CONFUSABLE_PAIRS", "binary_pair", "seed_values",
     "sensitivities", "sensitivity_table", "ranking_metric", "configuration_points", "seed_history_curves",
     "NEAREST_CEILING", "NEAREST_METRICS", "nearest_at_ceiling",
 ]
@@ -230,6 +230,51 @@ def class_gap(batches: Iterable[tuple[Tensor, Tensor]]) -> float:
     if not gaps:
         raise ValueError("batches: need at least one batch")
     return sum(gaps) / len(gaps)
+
+
+def same_class_spread(batches: Iterable[tuple[Tensor, Tensor]], temperature: float) -> dict[str, float]:
+    """Why SupCon pushes a positive apart or not: the spread of the positives against the negatives' mass.
+
+    For anchor ``i`` with logits ``l_a = s_ia / tau``, SupCon pushes positive ``p`` apart iff
+    ``q_p > 1/|P|``, that is iff ``l_p - LME_P > -log(1 - m_N)``: the positive's logit exceeds the
+    log-mean-exp of the positives' logits (``LME_P``) by more than a *threshold* set by ``m_N``, the
+    negatives' share of the softmax. Averaged over the anchors (with two or more positives) and the
+    batches ``(z, labels)`` (z normalised here): ``same_cos_mean`` and ``same_cos_sd`` (per anchor, the
+    mean and standard deviation of its positives' cosines), ``logit_sd`` (``same_cos_sd / tau``),
+    ``top_margin`` (the closest positive's ``l_p - LME_P``, nats), ``threshold`` (``-log(1 - m_N)``,
+    nats), ``negative_share`` (``m_N``), ``share`` (positives pushed apart: :func:`repulsion_statistics`'
+    share) and ``share_without_negatives`` (the share if the negatives held no mass: ``l_p > LME_P``).
+    """
+    keys = ("same_cos_mean", "same_cos_sd", "logit_sd", "top_margin", "threshold", "negative_share", "share",
+            "share_without_negatives")
+    rows: dict[str, list[Tensor]] = {key: [] for key in keys}
+    for z, labels in batches:
+        z = F.normalize(z.double(), dim=1)
+        pairs = Pairs.from_labels(labels.to(z.device))
+        keep = pairs.n_positives >= 2
+        if not bool(keep.any()):
+            raise ValueError("batches: need anchors with at least two positives")
+        pos, neg = pairs.positives[keep], pairs.negatives[keep]
+        sim = (z @ z.T)[keep]
+        n_pos = pos.sum(1).double()
+        mean = torch.where(pos, sim, 0.0).sum(1) / n_pos
+        sd = (torch.where(pos, (sim - mean[:, None]) ** 2, 0.0).sum(1) / n_pos).sqrt()
+        logits = sim / temperature
+        lse_pos = torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
+        lse_neg = torch.logsumexp(logits.masked_fill(~neg, float("-inf")), dim=1)
+        margin = logits - (lse_pos - n_pos.log())[:, None]          # l_p - LME_P
+        threshold = F.softplus(lse_neg - lse_pos)                   # -log(1 - m_N)
+        rows["same_cos_mean"].append(mean)
+        rows["same_cos_sd"].append(sd)
+        rows["logit_sd"].append(sd / temperature)
+        rows["top_margin"].append(margin.masked_fill(~pos, float("-inf")).max(1).values)
+        rows["threshold"].append(threshold)
+        rows["negative_share"].append(torch.sigmoid(lse_neg - lse_pos))
+        rows["share"].append((pos & (margin > threshold[:, None])).sum(1) / n_pos)
+        rows["share_without_negatives"].append((pos & (margin > 0)).sum(1) / n_pos)
+    if not rows["share"]:
+        raise ValueError("batches: need at least one batch")
+    return {key: float(torch.cat(values).mean()) for key, values in rows.items()}
 
 
 # =========================================================================== run names

@@ -17,7 +17,7 @@ from clmini import symbolic
 from clmini.losses import SINCERE, ContrastiveLoss, Scaled, SupCon, pair_masks
 from clmini.engine.models import build_model
 from clmini.chapters.supcon_sincere import (CONFUSABLE_PAIRS, anchor_gradients, batch_repulsion, binary_pair,
-                                            class_gap, closed_form_gradients, clustered_batch, configuration_points,
+                                            class_gap, closed_form_gradients, clustered_batch, configuration_points, same_class_spread,
                                             embedding_batches, is_cross_entropy, nearest_at_ceiling,
                                             positives_per_anchor,
                                             ranking_metric, repulsion_statistics, run_label, seed_history_curves,
@@ -277,3 +277,38 @@ def test_run_labels(tmp_path, data):
     ce = train_or_load(dataclasses.replace(base, objective="cross-entropy"), tmp_path, device="cpu", data=data,
                        progress=False)
     assert run_label(ce) == "cross-entropy" and is_cross_entropy(ce)
+
+
+# -- same-class spread ---------------------------------------------------------------------------
+
+def test_same_class_spread_predicts_the_repulsion_share():
+    for same_cos, per_class in ((0.6, 8), (0.9, 16), (0.3, 4)):
+        z, labels = clustered_batch(per_class, 4, same_cos, generator=torch.Generator().manual_seed(per_class))
+        for tau in (0.1, 0.5):
+            spread = same_class_spread([(z, labels)], tau)
+            direct = repulsion_statistics(anchor_gradients(SupCon(tau), z @ z.T, labels), labels)
+            assert spread["share"] == pytest.approx(direct["share"])      # balanced: per anchor = per pair
+            assert spread["share"] <= spread["share_without_negatives"] < 1
+            assert spread["logit_sd"] == pytest.approx(spread["same_cos_sd"] / tau)
+            assert 0 < spread["negative_share"] < 1
+            assert spread["threshold"] == pytest.approx(-math.log(1 - spread["negative_share"]), rel=0.5)
+    # by hand: one anchor, positives at cos 1 and 0, one negative at cos 0, tau = 1
+    e = torch.eye(3, dtype=torch.float64)
+    z = torch.stack([e[0], e[0], e[1], e[2]])
+    labels = torch.tensor([0, 0, 0, 1])
+    s = same_class_spread([(z[:4], labels)], 1.0)
+    # anchors 0 and 1: positives at cos (1, 0), LME_P = log((e + 1)/2), m_N = 1/(e + 2): the cos-1 positive
+    # is pushed (1 - LME_P = 0.380 > -log(1 - m_N) = 0.238); anchor 2: both positives at cos 0, none pushed;
+    # anchor 3 has no positive and is left out
+    lme = math.log((math.e + 1) / 2)
+    assert s["top_margin"] == pytest.approx(2 * (1 - lme) / 3)
+    assert s["threshold"] == pytest.approx((2 * -math.log(1 - 1 / (math.e + 2)) + -math.log(1 - 1 / 3)) / 3)
+    assert s["share"] == pytest.approx(1 / 3) and s["share_without_negatives"] == pytest.approx(1 / 3)
+    assert s["same_cos_mean"] == pytest.approx((0.5 + 0.5 + 0) / 3) and s["same_cos_sd"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="two positives"):
+        same_class_spread([(z[:2], torch.tensor([0, 1]))], 1.0)
+    # a tight class whose negatives keep some mass (tau = 1): the logit spread is below the threshold and
+    # (almost) no positive is pushed, while without the negatives about half would be
+    tight, labels = clustered_batch(16, 4, 0.995, generator=torch.Generator().manual_seed(2))
+    s = same_class_spread([(tight, labels)], 1.0)
+    assert s["top_margin"] < s["threshold"] and s["share"] == 0 and s["share_without_negatives"] > 0.3
