@@ -11,9 +11,7 @@ import json
 from pathlib import Path
 
 
-from clmini.book.runner import run_notebook
-from book_helpers import glued
-from engine_helpers import write_cifar
+from book_helpers import glued, run_on_tiny_cifar10
 
 REPO = Path(__file__).resolve().parents[2]
 CHAPTER = REPO / "notebooks" / "01_infonce_temperature.md"
@@ -23,14 +21,9 @@ TINY_RUN = {"epochs": 1, "n_train": 96, "batch_size": 32, "eval_train_size": 96,
 
 
 def test_chapter_1_runs_on_tiny_cifar10_files(tmp_path, monkeypatch):
-    data_root = tmp_path / "data"
-    write_cifar(data_root, per_file=24)
-    runs_dir = tmp_path / "runs"
-    monkeypatch.setenv("CLMINI_RUNS", str(runs_dir))   # the kernel inherits it: an isolated run cache
-    output = run_notebook(CHAPTER, "smoke", output=tmp_path / "out" / "01_infonce_temperature.ipynb",
-                          overrides={"dataset": "cifar10", "data_root": str(data_root), "simclr": TINY_RUN,
-                                     "temperatures": [0.1, 0.5], "hard_temperatures": [0.1, 0.5]},
-                          progress=False)
+    output, runs_dir = run_on_tiny_cifar10(CHAPTER, tmp_path, monkeypatch, 24,
+                                           {"simclr": TINY_RUN, "temperatures": [0.1, 0.5],
+                                            "hard_temperatures": [0.1, 0.5]})
 
     configs = [json.loads(p.read_text())["config"] for p in runs_dir.glob("*/config.json")]
     # 2 InfoNCE + 2 hard + Simple + HardSimple + random init, for each of smoke's 2 seeds

@@ -11,10 +11,8 @@ import json
 from pathlib import Path
 
 
-from clmini.book.runner import run_notebook
 from clmini.chapters.supcon_sincere import CONFUSABLE_PAIRS
-from book_helpers import glued
-from engine_helpers import write_cifar
+from book_helpers import glued, run_on_tiny_cifar10
 
 REPO = Path(__file__).resolve().parents[2]
 CHAPTER = REPO / "notebooks" / "04_supcon_sincere.md"
@@ -25,12 +23,7 @@ TINY_RUN = {"epochs": 1, "n_train": 200, "batch_size": 20, "eval_train_size": 20
 
 
 def test_chapter_4_runs_on_tiny_cifar10_files(tmp_path, monkeypatch):
-    data_root = tmp_path / "data"
-    write_cifar(data_root, per_file=200)
-    runs_dir = tmp_path / "runs"
-    monkeypatch.setenv("CLMINI_RUNS", str(runs_dir))   # the kernel inherits it: an isolated run cache
-    output = run_notebook(CHAPTER, "smoke", output=tmp_path / "out" / "04_supcon_sincere.ipynb",
-                          overrides={"dataset": "cifar10", "data_root": str(data_root), **TINY_RUN}, progress=False)
+    output, runs_dir = run_on_tiny_cifar10(CHAPTER, tmp_path, monkeypatch, 200, TINY_RUN)
 
     configs = [json.loads(p.read_text())["config"] for p in runs_dir.glob("*/config.json")]
     assert configs and {c["dataset"] for c in configs} == {"cifar10"}
