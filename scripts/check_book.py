@@ -11,6 +11,10 @@ Usage: python scripts/check_book.py [BUILD_DIR] (default: _build/html)
    server with every other host unresolvable: MathJax typesets it (``mjx-container`` elements, no
    MathJax error, no raw TeX left in the text), no local request fails (MathJax's fonts and
    extensions included), and the page asks for nothing outside the local server (Chromium's net log).
+3. In headless Chromium, every page at a desktop width (1280 px) and a phone width (390 px): nothing
+   in the text column is wider than the column or cut off. At the desktop width no box needs a
+   horizontal scrollbar either; at the phone width a code block or table may scroll inside its own
+   box, but the page itself never scrolls sideways and nothing is clipped.
 
 Exit status 0 when every check passes, 1 when one fails, 2 when Chromium or the build is missing.
 Only the standard library is used, so the script runs with any Python 3.9+.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import http.server
 import json
 import os
@@ -166,10 +171,144 @@ def static_checks(root: Path) -> tuple[list[str], list[Path]]:
     return problems, math_pages
 
 
+# Widths the layout check opens every page at: (name, window width in CSS px, strict). Strict: no box
+# in the text column may need a horizontal scrollbar; otherwise only clipping and sideways overflow count.
+LAYOUT_WIDTHS = (("desktop", 1280, True), ("phone", 390, False))
+LAYOUT_QUERY = "clmini-layout"
+# Injected into a page served with ?clmini-layout=<strict>: once the page (and MathJax, when it
+# typesets) has settled, it records what is wider than the text column in <html data-clmini-layout>.
+LAYOUT_SCRIPT = r"""
+<script>
+(function () {
+  const strict = new URLSearchParams(location.search).get("%(query)s") === "1";
+  function name(el) {
+    const cls = (el.getAttribute("class") || "").trim().split(/\s+/).filter(Boolean).slice(0, 3);
+    const text = (el.innerText || el.textContent || "").replace(/\s+/g, " ").trim().slice(0, 50);
+    return el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + (cls.length ? "." + cls.join(".") : "")
+      + (text ? ' "' + text + '"' : "");
+  }
+  function widest(el) {  // the descendant reaching furthest right: what makes el too wide
+    const edge = el.getBoundingClientRect().right;
+    let best = null, right = edge + 1;
+    for (const d of el.querySelectorAll("*")) {
+      const r = d.getBoundingClientRect().right;
+      if (r > right) { right = r; best = d; }
+    }
+    return best ? ", because of " + name(best) : "";
+  }
+  function scrolls(el) {
+    const x = getComputedStyle(el).overflowX;
+    return x === "auto" || x === "scroll";
+  }
+  function measure() {
+    // MathJax's assistive MathML is clipped to 1 px and invisible, but adds to its boxes' scroll width.
+    const hide = document.createElement("style");
+    hide.textContent = "mjx-assistive-mml { display: none !important; }";
+    document.head.appendChild(hide);
+    const root = document.documentElement, width = root.clientWidth, problems = [];
+    if (root.scrollWidth > width + 1) {
+      problems.push("the page scrolls sideways: " + root.scrollWidth + " px of content in a " + width + " px window");
+    }
+    const column = document.querySelector("article") || document.querySelector("main") || document.body;
+    const right = column.getBoundingClientRect().right;
+    const reported = new Set();
+    for (const el of column.querySelectorAll("*")) {
+      const style = getComputedStyle(el);
+      if (style.display === "none" || style.visibility === "hidden" || el.closest("[hidden], details:not([open]) > :not(summary)")) continue;
+      let inside = false;
+      for (let a = el.parentElement; a && a !== column; a = a.parentElement) {
+        if (reported.has(a) || scrolls(a)) { inside = true; break; }
+      }
+      if (inside) continue;
+      const box = el.getBoundingClientRect();
+      if (box.width === 0 || box.height === 0) continue;
+      const wider = el.scrollWidth > el.clientWidth + 1 && el.clientWidth > 0;
+      if (wider && (style.overflowX === "hidden" || style.overflowX === "clip")) {
+        problems.push("cut off on the right (" + el.scrollWidth + " px in " + el.clientWidth + " px): " + name(el)
+                      + widest(el));
+        reported.add(el);
+      } else if (wider && strict && scrolls(el)) {
+        problems.push("needs a horizontal scrollbar (" + el.scrollWidth + " px in " + el.clientWidth + " px): " + name(el));
+        reported.add(el);
+      } else if (box.right > right + 1) {
+        problems.push("sticks out of the text column by " + Math.round(box.right - right) + " px: " + name(el));
+        reported.add(el);
+      }
+    }
+    root.setAttribute("data-clmini-layout", JSON.stringify({width: width, problems: problems}));
+  }
+  function settle() {
+    const typeset = window.MathJax && MathJax.startup && MathJax.startup.promise;
+    (typeset || Promise.resolve()).then(() => setTimeout(measure, 500), () => setTimeout(measure, 500));
+  }
+  if (document.readyState === "complete") settle(); else window.addEventListener("load", settle);
+})();
+</script>
+""" % {"query": LAYOUT_QUERY}
+
+
+def content_pages(root: Path) -> list[Path]:
+    """Every page a reader lands on: the build's HTML pages except theme files, sources, search and
+    redirects."""
+    pages = []
+    for page in sorted(root.rglob("*.html")):
+        rel = page.relative_to(root)
+        if rel.parts[0] in ("_static", "_sources") or rel.name in ("search.html", "genindex.html"):
+            continue
+        parser = PageParser()
+        parser.feed(page.read_text(errors="replace"))
+        if not parser.redirect:
+            pages.append(page)
+    return pages
+
+
+# Headless Chromium's window is at least 500 px wide, so each page is measured in an iframe of the
+# width under test (media queries see the iframe's width); the frame copies the page's report up.
+LAYOUT_FRAME = "/__clmini_layout__.html"
+LAYOUT_FRAME_HTML = """<!DOCTYPE html>
+<html><body style="margin:0">
+<iframe id="page" src="/%(page)s?%(query)s=%(strict)s" style="border:0;width:%(width)dpx;height:900px"></iframe>
+<script>
+(function poll() {
+  const frame = document.getElementById("page").contentDocument;
+  const report = frame && frame.documentElement.getAttribute("data-clmini-layout");
+  if (report) document.documentElement.setAttribute("data-clmini-layout", report);
+  else setTimeout(poll, 100);
+})();
+</script>
+</body></html>
+"""
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the build and records (status, path) of every request."""
+    """Serves the build and records (status, path) of every request. An HTML page requested with
+    ``?clmini-layout=...`` is served with :data:`LAYOUT_SCRIPT` injected before ``</body>``;
+    :data:`LAYOUT_FRAME` shows a page in an iframe of a given width."""
 
     log: list[tuple[int, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        parts = urlsplit(self.path)
+        if parts.path == LAYOUT_FRAME:
+            query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+            return self._send_html(LAYOUT_FRAME_HTML % {"page": query.get("page", ""), "width": int(query.get("width", 0)),
+                                                        "strict": query.get("strict", "0"), "query": LAYOUT_QUERY})
+        if LAYOUT_QUERY not in parts.query or not parts.path.endswith(".html"):
+            return super().do_GET()
+        page = Path(self.directory) / unquote(parts.path).lstrip("/")
+        if not page.is_file():
+            return super().do_GET()
+        text = page.read_text(errors="replace")
+        at = text.lower().rfind("</body>")
+        self._send_html(text[:at] + LAYOUT_SCRIPT + text[at:] if at >= 0 else text + LAYOUT_SCRIPT)
+
+    def _send_html(self, text: str) -> None:
+        body = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_request(self, code="-", size="-") -> None:  # noqa: D401 (http.server's signature)
         self.log.append((int(code) if str(code).isdigit() else 0, self.path))
@@ -207,27 +346,65 @@ def rendered_text(dom: str) -> str:
     return re.sub(r"<[^>]+>", " ", dom)
 
 
+def chromium_dom(chromium: str, url: str, budget_ms: int, tmp: str, *extra: str) -> subprocess.CompletedProcess:
+    """Headless Chromium's DOM of ``url`` after ``budget_ms`` of virtual time, offline but for 127.0.0.1."""
+    command = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--no-default-browser-check", f"--user-data-dir={tmp}/profile",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        *extra, f"--virtual-time-budget={budget_ms}", "--dump-dom", url,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+class Server:
+    """The build on a local HTTP server (a context manager giving its origin)."""
+
+    def __init__(self, root: Path) -> None:
+        QuietHandler.log = []
+        handler = functools.partial(QuietHandler, directory=str(root))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.origin
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def layout_checks(root: Path, pages: list[Path], chromium: str, budget_ms: int) -> list[str]:
+    """What sticks out of the text column, is cut off, or (desktop) needs a scrollbar, at each width."""
+    problems: list[str] = []
+    with Server(root) as origin:
+        for page in pages:
+            rel = page.relative_to(root).as_posix()
+            for width_name, width, strict in LAYOUT_WIDTHS:
+                with tempfile.TemporaryDirectory(prefix="check_book_") as tmp:
+                    url = f"{origin}{LAYOUT_FRAME}?page={rel}&width={width}&strict={int(strict)}"
+                    done = chromium_dom(chromium, url, budget_ms, tmp, f"--window-size={width + 100},1000")
+                found = re.search(r'<html[^>]*\sdata-clmini-layout="([^"]*)"', done.stdout)
+                if found is None:
+                    problems.append(f"{rel} at {width} px: the layout was not measured "
+                                    f"(exit {done.returncode}): {done.stderr[-300:]}")
+                    continue
+                report = json.loads(html.unescape(found.group(1)))
+                problems += [f"{rel} at {width} px ({width_name}): {p}" for p in report["problems"]]
+                print(f"  {rel} at {width} px: {len(report['problems'])} layout problem(s)", flush=True)
+    return problems
+
+
 def browser_checks(root: Path, pages: list[Path], chromium: str, budget_ms: int) -> list[str]:
     problems: list[str] = []
-    QuietHandler.log = []
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    origin = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with Server(root) as origin:
         for page in pages:
             rel = page.relative_to(root).as_posix()
             with tempfile.TemporaryDirectory(prefix="check_book_") as tmp:
                 netlog = Path(tmp) / "netlog.json"
-                command = [
-                    chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--no-default-browser-check", f"--user-data-dir={tmp}/profile",
-                    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                    f"--log-net-log={netlog}", f"--virtual-time-budget={budget_ms}",
-                    "--dump-dom", f"{origin}/{rel}",
-                ]
-                done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+                done = chromium_dom(chromium, f"{origin}/{rel}", budget_ms, tmp, f"--log-net-log={netlog}")
                 dom = done.stdout
                 if done.returncode != 0 or "<html" not in dom.lower():
                     problems.append(f"{rel}: chromium failed (exit {done.returncode}): {done.stderr[-500:]}")
@@ -243,8 +420,6 @@ def browser_checks(root: Path, pages: list[Path], chromium: str, budget_ms: int)
                 for url in page_requests(netlog, origin):
                     problems.append(f"{rel}: the page requested the remote {url}")
                 print(f"  {rel}: {typeset} formulas typeset", flush=True)
-    finally:
-        server.shutdown()
     failed = sorted({path for status, path in QuietHandler.log
                      if status >= 400 and not path.startswith("/favicon.ico")})
     problems += [f"a page requested {path}, which the build does not have" for path in failed]
@@ -277,12 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     problems, math_pages = static_checks(root)
     print(f"checking {len(math_pages)} pages with math in {Path(chromium).name}:", flush=True)
     problems += browser_checks(root, math_pages, chromium, args.budget_ms)
+    pages = content_pages(root)
+    print(f"checking the layout of {len(pages)} pages at " + " and ".join(f"{w} px" for _, w, _ in LAYOUT_WIDTHS)
+          + ":", flush=True)
+    problems += layout_checks(root, pages, chromium, args.budget_ms)
     if problems:
         print(f"\nFAILED: {len(problems)} problem(s) in {root}:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    print(f"OK: {root} loads nothing remote and renders all its math offline")
+    print(f"OK: {root} loads nothing remote, renders all its math offline and fits its pages' width")
     return 0
 
 

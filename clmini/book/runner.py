@@ -140,14 +140,24 @@ def _papermill(source: Path, converted: Path, output: Path, parameters: Mapping[
         raise NotebookError(f"{source}: execution failed: {type(exc).__name__}: {exc}") from exc
 
 
+# The cell papermill injects repeats the parameters cell with this run's values: the page shows the
+# source's cell (names, defaults and their meaning) and keeps the injected values behind a toggle.
+INJECTED_TAG, INJECTED_DISPLAY = "injected-parameters", "hide-input"
+
+
 def _record_source(output: Path, source: Path) -> None:
-    """Name the chapter source, not the temporary conversion, as the executed notebook's input."""
+    """Name the chapter source, not the temporary conversion, as the executed notebook's input, and
+    collapse papermill's injected parameters cell on the page (tag ``hide-input``)."""
     if not output.is_file():
         return
     nb = nbformat.read(output, as_version=4)
     if "papermill" in nb.metadata:
         nb.metadata.papermill.input_path = str(source)
-        nbformat.write(nb, output)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if INJECTED_TAG in tags and INJECTED_DISPLAY not in tags:
+            cell.metadata["tags"] = [*tags, INJECTED_DISPLAY]
+    nbformat.write(nb, output)
 
 
 def run_notebook(

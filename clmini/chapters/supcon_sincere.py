@@ -12,8 +12,8 @@ What chapter 4 needs that is neither a loss nor the engine:
   ``g`` over the same-class pairs of a batch; :func:`clustered_batch` and :func:`embedding_batches`
   give batches of synthetic and of real embeddings; :func:`class_gap` measures on the latter how far
   the classes sit apart on average (a geometry measure that nearest neighbours do not saturate).
-* **Tables of runs.** :func:`seed_values` gives one configuration's metric per seed, in seed order,
-  for :func:`clmini.study.verdicts.paired`; :func:`sensitivities` and :func:`sensitivity_table` ask
+* **Tables of runs.** (:func:`clmini.study.experiments.seed_values` gives one configuration's metric
+  per seed, in seed order, for :func:`clmini.study.verdicts.paired`.) :func:`sensitivities` and :func:`sensitivity_table` ask
   :func:`clmini.study.verdicts.sensitivity` of each metric whether it can rank the configurations;
   :func:`ranking_metric` picks the metric a claim is judged on. Nothing here compares two
   configurations: every verdict comes from :mod:`clmini.study.verdicts`.
@@ -41,13 +41,14 @@ from clmini.engine.data import ImageData, class_balanced_batches
 from clmini.losses import SINCERE, ContrastiveLoss, Pairs
 from clmini.metrics import autocast
 from clmini.study import verdicts
-from clmini.study.plots import baseline_band, history_curves, metric_point
+from clmini.study.experiments import seed_values
+from clmini.study.plots import baseline_band, metric_point
 
 __all__ = [
     "anchor_gradients", "closed_form_gradients", "repulsion_statistics", "clustered_batch",
     "embedding_batches", "batch_repulsion", "positives_per_anchor", "sincere_bound_value",
-    "class_gap", "same_class_spread", "is_cross_entropy", "run_label", "CONFUSABLE_PAIRS", "binary_pair", "seed_values",
-    "sensitivities", "sensitivity_table", "ranking_metric", "configuration_points", "seed_history_curves",
+    "class_gap", "same_class_spread", "is_cross_entropy", "run_label", "CONFUSABLE_PAIRS", "binary_pair",
+    "sensitivities", "sensitivity_table", "ranking_metric", "configuration_points",
     "NEAREST_CEILING", "NEAREST_METRICS", "nearest_at_ceiling",
 ]
 
@@ -319,25 +320,6 @@ def binary_pair(dataset: str, classes: Sequence[int] | None = None) -> tuple[int
 
 
 # =========================================================================== tables of runs
-def seed_values(frame: pd.DataFrame, label: str, metric: str, seeds: Sequence[int] | None = None) -> np.ndarray:
-    """``metric`` of configuration ``label`` (column ``label``), one value per seed in the order of
-    ``seeds`` (default: the configuration's seeds, sorted), for :func:`clmini.study.verdicts.paired`.
-
-    ``ValueError`` when a seed is missing or appears twice: paired values must come from one run per seed.
-    """
-    rows = frame[frame["label"] == label]
-    if rows.empty:
-        raise ValueError(f"no runs labelled {label!r}; labels: {sorted(frame['label'].unique())}")
-    if rows["seed"].duplicated().any():
-        raise ValueError(f"{label!r}: more than one run per seed {sorted(rows['seed'])}")
-    by_seed = rows.set_index("seed")[metric]
-    seeds = sorted(by_seed.index) if seeds is None else list(seeds)
-    missing = [s for s in seeds if s not in by_seed.index]
-    if missing:
-        raise ValueError(f"{label!r}: no run for seeds {missing}")
-    return by_seed.loc[seeds].to_numpy(dtype=float)
-
-
 def sensitivities(frame: pd.DataFrame, metrics: Mapping[str, str], configurations: Sequence[str],
                   init_label: str = "random init", digits: Mapping[str, int] | None = None
                   ) -> dict[str, verdicts.Sensitivity]:
@@ -426,16 +408,4 @@ def configuration_points(frame: pd.DataFrame, metric: str, labels: Sequence[str]
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize="small")
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.grid(alpha=0.3, axis="y")
-    return ax
-
-
-def seed_history_curves(history: pd.DataFrame, metric: str, labels: Sequence[str], *, ax, ylabel: str | None = None):
-    """Per-epoch ``metric`` of each label (:func:`clmini.study.plots.history_curves`: mean, one sd) with
-    each seed's own trajectory as a thin line of the same colour. ``history`` needs a ``seed`` column."""
-    for i, label in enumerate(labels):
-        color = f"C{i}"
-        history_curves(history, metric, ax=ax, labels=[label], ylabel=ylabel, color=color)
-        frame = history[history["label"] == label].dropna(subset=[metric])
-        for _, seed_frame in frame.groupby("seed"):
-            ax.plot(seed_frame["epoch"], seed_frame[metric], color=color, alpha=0.35, linewidth=0.8)
     return ax

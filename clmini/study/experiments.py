@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from clmini.engine import Run, TrainConfig, load_dataset, resolve_device, train_or_load
@@ -145,13 +146,37 @@ def seed_summary(table: pd.DataFrame, by: list[str], metrics: Iterable[str] = ME
 
 
 def history_table(runs: Iterable[Run], names: Iterable[str] | None = None) -> pd.DataFrame:
-    """Per-epoch history of several runs, long format, with a ``label`` column (default: the loss)."""
+    """Per-epoch history of several runs, long format, with a ``label`` column (default: the loss), the
+    run's hash (``run``) and its ``seed``."""
     runs = list(runs)
     names = list(names) if names is not None else [describe(run.config)["loss"] for run in runs]
     if len(names) != len(runs):
         raise ValueError(f"names: got {len(names)} for {len(runs)} runs")
-    frames = [pd.DataFrame(run.history).assign(label=name, run=run.config.hash) for run, name in zip(runs, names)]
+    frames = [pd.DataFrame(run.history).assign(label=name, run=run.config.hash, seed=run.config.seed)
+              for run, name in zip(runs, names)]
     return pd.concat(frames, ignore_index=True)
+
+
+def seed_values(frame: pd.DataFrame, label, metric: str, seeds: Sequence[int] | None = None, *,
+                column: str = "label") -> np.ndarray:
+    """``metric`` of the configuration whose ``column`` is ``label``, one value per seed in the order
+    of ``seeds`` (default: the configuration's seeds, sorted): the pairing that
+    :func:`clmini.study.verdicts.paired` needs. ``frame`` has a ``seed`` column (as
+    :func:`results_table` gives).
+
+    ``ValueError`` when a seed is missing or appears twice: paired values must come from one run per seed.
+    """
+    rows = frame[frame[column] == label]
+    if rows.empty:
+        raise ValueError(f"no runs with {column} {label!r}; {column}s: {sorted(map(str, frame[column].unique()))}")
+    if rows["seed"].duplicated().any():
+        raise ValueError(f"{label!r}: more than one run per seed {sorted(rows['seed'])}")
+    by_seed = rows.set_index("seed")[metric]
+    seeds = sorted(by_seed.index) if seeds is None else list(seeds)
+    missing = [s for s in seeds if s not in by_seed.index]
+    if missing:
+        raise ValueError(f"{label!r}: no run for seeds {missing}")
+    return by_seed.loc[seeds].to_numpy(dtype=float)
 
 
 def best(table: pd.DataFrame, metric: str, by: str) -> tuple:

@@ -78,22 +78,31 @@ def similarity_histogram(histograms: dict, *, ax=None, title: str | None = None,
 
 
 def history_curves(history: pd.DataFrame, metric: str, *, ax=None, skip_epoch0: bool = False,
-                   labels=None, ylabel: str | None = None, label_column: str = "label", **style):
+                   labels=None, ylabel: str | None = None, label_column: str = "label", color=None, **style):
     """Per-epoch ``metric`` of each label of a long history table (one row per run and epoch, as
-    :func:`clmini.study.experiments.history_table` gives): the mean over the label's seeds as a
-    line, one standard deviation as error bars (none with a single seed). ``labels`` picks and
-    orders the curves; ``skip_epoch0`` leaves out the random initialisation."""
+    :func:`clmini.study.experiments.history_table` gives): the mean over the label's seeds as a line,
+    a band of one standard deviation, and every seed's own trajectory as a thin line of the same
+    colour (several seeds). ``labels`` picks and orders the curves; ``skip_epoch0`` leaves out the
+    random initialisation; ``color`` fixes one colour for every curve drawn."""
     ax = _axes(ax)
     names = list(labels) if labels is not None else list(dict.fromkeys(history[label_column]))
     for name in names:
         frame = history[history[label_column] == name]
         frame = frame[frame["epoch"] > 0] if skip_epoch0 else frame
-        stats = frame.dropna(subset=[metric]).groupby("epoch")[metric].agg(["mean", "std", "count"])
-        err = stats["std"].where(stats["count"] > 1)
-        ax.errorbar(stats.index, stats["mean"], yerr=None if err.isna().all() else err.fillna(0),
-                    marker=".", capsize=2, label=str(name), **style)
+        frame = frame.dropna(subset=[metric])
+        stats = frame.groupby("epoch")[metric].agg(["mean", "std", "count"])
+        (line,) = ax.plot(stats.index, stats["mean"], marker=".", label=str(name), color=color, **style)
+        if (stats["count"] > 1).any():
+            sd = stats["std"].fillna(0)
+            ax.fill_between(stats.index, stats["mean"] - sd, stats["mean"] + sd, color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+            if "seed" in frame:
+                for _, seed_frame in frame.groupby("seed"):
+                    ax.plot(seed_frame["epoch"], seed_frame[metric], color=line.get_color(), alpha=0.35,
+                            linewidth=0.8)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel or LABELS.get(metric, metric))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     return ax
 

@@ -224,6 +224,7 @@ def test_run_executes_with_profile_and_overrides(tmp_path, fixture_source):
     assert nb.metadata.papermill.input_path == str(fixture_source)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
+    assert "hide-input" in injected[0].metadata.tags, "the page shows the source's parameters cell, not both"
     assert "temperatures = [1.0, 2.0]" in injected[0].source and 'profile = "smoke"' in injected[0].source
     assert nb.metadata.papermill.parameters["n_points"] == 50
     assert not nbr.stored_errors(out)

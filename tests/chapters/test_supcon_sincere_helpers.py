@@ -20,10 +20,11 @@ from clmini.chapters.supcon_sincere import (CONFUSABLE_PAIRS, anchor_gradients, 
                                             class_gap, closed_form_gradients, clustered_batch, configuration_points, same_class_spread,
                                             embedding_batches, is_cross_entropy, nearest_at_ceiling,
                                             positives_per_anchor,
-                                            ranking_metric, repulsion_statistics, run_label, seed_history_curves,
-                                            seed_values, sensitivities, sensitivity_table, sincere_bound_value)
+                                            ranking_metric, repulsion_statistics, run_label,
+                                            sensitivities, sensitivity_table, sincere_bound_value)
 from clmini.engine.data import DATASETS
 from clmini.study import verdicts
+from clmini.study.plots import history_curves
 from clmini.engine import TrainConfig, train_or_load
 from engine_helpers import pattern_data
 
@@ -191,18 +192,6 @@ def frame_of(values: dict) -> pd.DataFrame:
                          for label, vs in values.items() for seed, v in enumerate(vs)])
 
 
-def test_seed_values_orders_by_seed_and_refuses_gaps_and_duplicates():
-    frame = frame_of({"x": [0.1, 0.2, 0.3]}).iloc[::-1]
-    assert seed_values(frame, "x", "a").tolist() == [0.1, 0.2, 0.3]
-    assert seed_values(frame, "x", "a", [2, 0]).tolist() == [0.3, 0.1]
-    with pytest.raises(ValueError, match="no run for seeds"):
-        seed_values(frame, "x", "a", [0, 5])
-    with pytest.raises(ValueError, match="no runs labelled"):
-        seed_values(frame, "y", "a")
-    with pytest.raises(ValueError, match="more than one run"):
-        seed_values(pd.concat([frame, frame]), "x", "a")
-
-
 def test_sensitivities_table_and_ranking_metric():
     frame = frame_of({"A": [0.90, 0.91, 0.92], "B": [0.70, 0.72, 0.71], "random init": [0.5, 0.5, 0.5]})
     frame["flat"] = [0.5, 0.6, 0.4, 0.52, 0.61, 0.41, 0.5, 0.5, 0.5]   # seeds spread it, configurations do not
@@ -242,7 +231,7 @@ def test_nearest_at_ceiling():
         nearest_at_ceiling(frame.iloc[:0])
 
 
-def test_configuration_points_and_seed_history_curves_draw_every_seed():
+def test_configuration_points_and_history_curves_draw_every_seed():
     frame = frame_of({"A": [0.90, 0.91, 0.92], "B": [0.70, 0.72, 0.71], "random init": [0.5, 0.52, 0.51]})
     fig, ax = plt.subplots()
     configuration_points(frame, "a", ["A", "B"], ax=ax)
@@ -254,7 +243,7 @@ def test_configuration_points_and_seed_history_curves_draw_every_seed():
     history = pd.DataFrame([{"label": label, "seed": seed, "epoch": e, "m": 0.1 * e + seed}
                             for label in ("A", "B") for seed in range(3) for e in range(4)])
     fig, ax = plt.subplots()
-    seed_history_curves(history, "m", ["A", "B"], ax=ax, ylabel="m")
+    history_curves(history, "m", labels=["A", "B"], ax=ax, ylabel="m")
     thin = [line for line in ax.lines if line.get_linewidth() == 0.8]
     assert len(thin) == 6 and ax.get_ylabel() == "m"
     plt.close(fig)

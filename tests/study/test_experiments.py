@@ -3,11 +3,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from clmini.study import plots  # noqa: E402
 from clmini.study.experiments import (  # noqa: E402
-    baseline, best, history_table, results_table, run_variants, seed_summary, simclr_config,
+    baseline, best, history_table, results_table, run_variants, seed_summary, seed_values, simclr_config,
     variant,
 )
 from engine_helpers import pattern_data  # noqa: E402
@@ -79,3 +80,20 @@ def test_variant_with_another_optimiser_takes_that_optimisers_recipe():
     assert adam.lr == RECIPES["adam"]["lr"] and adam.weight_decay == RECIPES["adam"]["weight_decay"]
     assert variant(base, optimizer="adam", lr=1e-4).lr == 1e-4
     assert variant(base, seed=3).lr == base.lr
+
+
+def test_seed_values_orders_by_seed_and_refuses_gaps_and_duplicates():
+    frame = pd.DataFrame([{"label": "x", "seed": seed, "a": v} for seed, v in enumerate([0.1, 0.2, 0.3])]).iloc[::-1]
+    assert seed_values(frame, "x", "a").tolist() == [0.1, 0.2, 0.3]
+    assert seed_values(frame, "x", "a", [2, 0]).tolist() == [0.3, 0.1]
+    with pytest.raises(ValueError, match="no run for seeds"):
+        seed_values(frame, "x", "a", [0, 5])
+    with pytest.raises(ValueError, match="no runs with label"):
+        seed_values(frame, "y", "a")
+    with pytest.raises(ValueError, match="more than one run"):
+        seed_values(pd.concat([frame, frame]), "x", "a")
+
+
+def test_seed_values_reads_any_label_column():
+    frame = pd.DataFrame([{"column": c, "seed": seed, "a": 10 * i + seed} for i, c in enumerate("pq") for seed in (1, 0)])
+    assert seed_values(frame, "q", "a", [0, 1], column="column").tolist() == [10.0, 11.0]
