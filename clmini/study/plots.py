@@ -107,6 +107,48 @@ def history_curves(history: pd.DataFrame, metric: str, *, ax=None, skip_epoch0: 
     return ax
 
 
+def sphere_embedding(z, labels, *, ax=None, title: str | None = None, class_names=None, size: float = 4):
+    """Points of a 2- or 3-dimensional embedding on their unit circle or sphere, one colour per class.
+
+    3-D: longitude and latitude of each normalised point on an equal-area (Mollweide) map, so equal
+    areas of the sphere get equal areas of the plot and a uniform embedding fills it evenly; ``ax``
+    must then be made with ``projection="mollweide"``. 2-D: the points on the unit circle (the
+    angle, with the class as a small radial offset so that classes stay visible where they overlap).
+    """
+    z = np.asarray(z, dtype=float)
+    labels = np.asarray(labels)
+    if z.ndim != 2 or z.shape[1] not in (2, 3):
+        raise ValueError(f"sphere_embedding: z must be n x 2 or n x 3, got shape {z.shape}")
+    if len(labels) != len(z):
+        raise ValueError(f"sphere_embedding: {len(z)} points but {len(labels)} labels")
+    z = z / np.clip(np.linalg.norm(z, axis=1, keepdims=True), 1e-12, None)
+    classes = np.unique(labels)
+    if z.shape[1] == 3:
+        if ax is None:
+            ax = plt.subplots(figsize=(5, 3), subplot_kw={"projection": "mollweide"})[1]
+        if ax.name != "mollweide":
+            raise ValueError("sphere_embedding: a 3-D embedding needs an Axes made with projection='mollweide'")
+        x, y = np.arctan2(z[:, 1], z[:, 0]), np.arcsin(np.clip(z[:, 2], -1, 1))
+        ax.set_xticklabels([])
+        ax.set_yticklabels([])
+    else:
+        ax = _axes(ax)
+        angle = np.arctan2(z[:, 1], z[:, 0])
+        radius = 1 + 0.03 * np.searchsorted(classes, labels)
+        x, y = radius * np.cos(angle), radius * np.sin(angle)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i, c in enumerate(classes):
+        chosen = labels == c
+        name = class_names[c] if class_names is not None else str(c)
+        ax.scatter(x[chosen], y[chosen], s=size, color=plt.cm.tab10(i % 10), alpha=0.6, linewidths=0, label=name)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def formula_curves(xs: np.ndarray, curves: dict, *, xlabel: str, ylabel: str, ax=None, logy: bool = False):
     """Several functions of one variable (e.g. lambdified SymPy results), one line each."""
     ax = _axes(ax)
