@@ -82,6 +82,7 @@ def make_book(dest: Path, stems: list[str], results: bool = False) -> Path:
     for page in (REPO / "book").iterdir():
         if page.is_file() and page.suffix in (".md", ".bib"):
             shutil.copy(page, dest / "book")
+    shutil.copytree(REPO / "book" / "_static", dest / "book" / "_static")  # the book's stylesheet
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     (dest / "_toc.yml").write_text(yaml.safe_dump(with_chapters(toc, stems, results), sort_keys=False))
     for stem in stems:
@@ -230,6 +231,7 @@ def test_pages_render_offline_in_chromium(built):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "formulas typeset" in done.stdout
+    assert "at 1280 px: 0 layout problem(s)" in done.stdout and "at 390 px: 0 layout problem(s)" in done.stdout
 
 
 def test_a_chapter_that_raises_fails_the_book(tmp_path):
@@ -286,3 +288,31 @@ def test_skip_run_needs_executed_chapters(tmp_path):
     root = make_book(tmp_path, ["00_fixture_chapter"])
     done = clmini_book(root, "--skip-run")
     assert done.returncode == 1 and "has not been executed yet" in done.stderr
+
+
+LAYOUT_PAGE = """<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width, initial-scale=1">
+<style>article {{ max-width: 600px; margin: 0 auto; }}</style></head>
+<body><main><article>{body}</article></main></body></html>"""
+
+
+@pytest.mark.skipif(check_book.find_chromium(None) is None, reason="chromium is not installed")
+def test_layout_check_finds_what_is_too_wide(tmp_path):
+    """The layout check reports a page wider than the window, a box that clips its content and, at
+    the desktop width only, a box that needs a scrollbar; a page that fits passes at both widths."""
+    pages = {
+        "fits.html": "<p>Short text.</p><pre style='white-space: pre-wrap'>" + "word " * 200 + "</pre>",
+        "wide.html": "<table><tr>" + "<td>0.123456789</td>" * 60 + "</tr></table>",
+        "clipped.html": "<div style='overflow: hidden; width: 300px'><pre>" + "x" * 300 + "</pre></div>",
+        "scrolls.html": "<div style='overflow-x: auto'><pre>" + "y" * 150 + "</pre></div>",
+    }
+    for name, body in pages.items():
+        (tmp_path / name).write_text(LAYOUT_PAGE.format(body=body))
+    chromium = check_book.find_chromium(None)
+    found = {name: check_book.layout_checks(tmp_path, [tmp_path / name], chromium, 5000) for name in pages}
+    assert found["fits.html"] == []
+    assert any("sticks out of the text column" in p or "scrolls sideways" in p for p in found["wide.html"])
+    assert any("cut off on the right" in p and "at 1280 px" in p for p in found["clipped.html"])
+    assert any("cut off on the right" in p and "at 390 px" in p for p in found["clipped.html"])
+    scrolls = found["scrolls.html"]
+    assert any("needs a horizontal scrollbar" in p and "at 1280 px" in p for p in scrolls)
+    assert not any("at 390 px" in p for p in scrolls), "a box that scrolls is allowed on a phone"
