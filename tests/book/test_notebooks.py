@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,16 @@ def test_chapter_sources_are_clean_and_parametrised(source):
     assert len(tagged) == 1, f"{source.name}: {len(tagged)} cells are tagged `parameters`, not one"
     params = nbr.read_parameters(source)  # raises unless the first code cell is tagged `parameters`
     assert params, f"{source.name}: the parameters cell declares nothing"
+
+
+@pytest.mark.parametrize("source", _sources_or_skip(), ids=lambda p: getattr(p, "stem", "none"))
+def test_glue_calls_stay_off_the_page(source):
+    """A reader sees the sentence a glued value fills, not the plumbing: every cell that calls
+    ``glue(...)`` is tagged ``remove-cell`` (it still runs; the page drops it)."""
+    nb = jupytext.read(source)
+    shown = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and re.search(r"(^|\W)glue\(", c.source)
+             and "remove-cell" not in c.metadata.get("tags", [])]
+    assert not shown, f"{source.name}: cells {shown} call glue() but are not tagged remove-cell"
 
 
 def test_no_notebook_file_is_committed_among_the_sources():
