@@ -12,6 +12,16 @@ import pandas as pd
 from clmini.study.experiments import LABELS
 
 
+#: The book's figure style: figures are drawn about 10 inches wide and shown in a column of about
+#: 690 px, so text is set a little larger than matplotlib's default to stay readable there.
+BOOK_STYLE = {"font.size": 11, "axes.titlesize": "medium", "legend.fontsize": "small", "figure.dpi": 100}
+
+
+def use_book_style() -> None:
+    """Apply :data:`BOOK_STYLE` to matplotlib (a chapter calls it once, in its imports cell)."""
+    plt.rcParams.update(BOOK_STYLE)
+
+
 def _axes(ax):
     return ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
 
