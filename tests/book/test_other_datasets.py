@@ -26,8 +26,10 @@ def test_chapter_1_runs_on_tiny_cifar10_files(tmp_path, monkeypatch):
                                             "hard_temperatures": [0.1, 0.5]})
 
     configs = [json.loads(p.read_text())["config"] for p in runs_dir.glob("*/config.json")]
-    # 2 InfoNCE + 2 hard + Simple + HardSimple + random init, for each of smoke's 2 seeds
-    assert len(configs) == 14
+    # 2 InfoNCE + 2 hard + Simple + HardSimple + random init, for each of smoke's 2 seeds; and the picture
+    # of the embedding: random init and InfoNCE at both ends of the grid with a 3-D head, first seed only
+    assert len(configs) == 14 + 3
+    assert sorted(c["proj_dim"] for c in configs if c["proj_dim"] == 3) == [3, 3, 3]
     assert {c["dataset"] for c in configs} == {"cifar10"}
     assert {c["n_train"] for c in configs} == {TINY_RUN["n_train"]}
     # ... read from data_root: every run was tested on the tiny files' 24 test images (not another copy's 10 000)
