@@ -8,7 +8,8 @@ hooks, the final evaluation, and the run cache.
 - :mod:`~clmini.engine.hooks`: what is recorded per step and per epoch, beyond the engine's own;
 - :mod:`~clmini.engine.trainer`: the loop; :mod:`~clmini.engine.evaluation`: the final metrics;
 - :mod:`~clmini.engine.rundir` and :mod:`~clmini.engine.runs`: run directories written atomically,
-  and :func:`train_or_load`, the one entry point.
+  and :func:`train_or_load`, the one entry point; :mod:`~clmini.engine.store`: published results
+  (a compact record per run, no weights), read before the run cache.
 
 The engine knows no loss by name: losses come from :data:`clmini.losses.LOSSES` through the config.
 """
@@ -19,10 +20,10 @@ from clmini.engine.device import PRECISIONS, native_bf16, resolve_device, resolv
 from clmini.engine.hooks import MONITORS
 from clmini.engine.models import ARCHS
 from clmini.engine.objectives import OBJECTIVES
-from clmini.engine.runs import Run, default_runs_dir, load_run, train_or_load
+from clmini.engine.runs import NoWeights, Run, default_runs_dir, load_published, load_run, train_or_load
 from clmini.engine.trainer import Trainer
 
 __all__ = ["AugmentConfig", "TrainConfig", "ENGINE_VERSION", "MODES", "OPTIMIZERS", "OBJECTIVES", "MONITORS",
            "DATASETS", "DATASET_NAMES", "ARCHS", "ImageData", "load_dataset", "canonical_loss_args", "loss_arguments",
-           "Trainer", "Run", "load_run", "train_or_load", "default_runs_dir", "resolve_device", "PRECISIONS",
+           "Trainer", "Run", "NoWeights", "load_run", "load_published", "train_or_load", "default_runs_dir", "resolve_device", "PRECISIONS",
            "native_bf16", "resolve_precision"]

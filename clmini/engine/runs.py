@@ -1,5 +1,8 @@
 """The run cache: :func:`train_or_load` is the one entry point of training.
 
+Published results come first: a config whose record is in one of the stores
+(:mod:`clmini.engine.store`, ``$CLMINI_RESULTS``) is loaded from there, without weights.
+
 A :class:`~clmini.engine.config.TrainConfig` hashes to ``<runs_dir>/<hash>/``
 (:mod:`clmini.engine.rundir`); a complete run there is loaded, a partial one resumes from its last
 checkpoint, a corrupt one (anything in it unreadable or invalid) is redone with a warning, and a
@@ -8,16 +11,17 @@ baseline) goes through the same path.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
-from clmini.engine import rundir
+from clmini.engine import rundir, store
 from clmini.engine.config import ENGINE_VERSION, TrainConfig
 from clmini.engine.data import ImageData, load_dataset
 from clmini.engine.device import native_bf16, resolve_device
@@ -26,17 +30,27 @@ from clmini.engine.models import ContrastiveNet, build_model
 from clmini.engine.trainer import Trainer
 
 
+class NoWeights(RuntimeError):
+    """A published run (a record of the results store) has no network to give back."""
+
+
 @dataclass
 class Run:
-    """A finished run: its directory, config, per-epoch history and final metrics."""
+    """A finished run: its directory (or, when published, its record), config, per-epoch history and
+    final metrics; ``published`` is the record's provenance for a run loaded from a results store."""
 
     dir: Path
     config: TrainConfig
     history: list[dict]
     metrics: dict
+    published: dict | None = None
 
     def model(self, device: str | torch.device = "cpu") -> ContrastiveNet:
-        """The trained network (weights loaded with ``weights_only=True``)."""
+        """The trained network (weights loaded with ``weights_only=True``); :class:`NoWeights` for a
+        published run, whose record keeps no weights."""
+        if self.published is not None:
+            raise NoWeights(f"run {self.config.hash} was loaded from the published results ({self.dir}), which "
+                            f"keep no weights; train it locally with train_or_load(config, stores=[])")
         state = rundir.torch_load(self.dir / rundir.WEIGHTS)
         channels = state["standardize.mean"].shape[1]
         model = build_model(self.config.arch, channels, [0.0] * channels, [1.0] * channels,
@@ -73,6 +87,28 @@ def _stored_config(run_dir: Path) -> TrainConfig:
         raise rundir.CorruptRun(f"{path}: {err}") from None
 
 
+def load_published(path: str | Path) -> Run:
+    """The run of a published record (:func:`clmini.engine.store.read_record`: stale -> StaleRecord)."""
+    config, record = store.read_record(path)
+    return Run(Path(path), config, record["history"], record["metrics"], published=record["provenance"])
+
+
+#: Environment variable: a file to which train_or_load appends one JSON line per run it returns
+#: (hash, and "published", "cache" or "trained"): what a build or a publish used.
+LEDGER_ENV = "CLMINI_LEDGER"
+
+
+def _ledger(run: Run, source: str) -> Run:
+    path = os.environ.get(LEDGER_ENV)
+    if path:
+        entry = {"hash": run.config.hash, "source": source}
+        if run.published is not None:
+            entry.update({k: run.published.get(k) for k in ("device_name", "precision", "finished")})
+        with open(path, "a") as f:  # one short line per write: appends from parallel processes do not mix
+            f.write(json.dumps(entry) + "\n")
+    return run
+
+
 def default_runs_dir() -> Path:
     """``$CLMINI_RUNS`` if set, else ``runs`` (relative to the working directory)."""
     return Path(os.environ.get("CLMINI_RUNS") or "runs")
@@ -80,23 +116,29 @@ def default_runs_dir() -> Path:
 
 def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, device: str | torch.device = "auto",
                   root: str | Path | None = None, download: bool = False, progress: bool = True,
-                  checkpoint_every: float = 60.0, data: ImageData | None = None) -> Run:
-    """The run for ``config``: loaded if complete, otherwise trained (resuming if possible).
+                  checkpoint_every: float = 60.0, data: ImageData | None = None,
+                  stores: Iterable[str | Path] | None = None) -> Run:
+    """The run for ``config``: its published record if a store has a current one, else loaded from
+    the run cache if complete, otherwise trained (resuming if possible).
 
-    ``runs_dir``: the run cache (default: :func:`default_runs_dir`).
+    ``stores``: the results stores read first (default: :func:`clmini.engine.store.default_stores`,
+    ``$CLMINI_RESULTS``; ``[]``: none). ``runs_dir``: the run cache (default: :func:`default_runs_dir`).
     ``checkpoint_every``: seconds between mid-epoch checkpoints (every epoch end is one too).
     ``data``: an already loaded data set to use instead of loading ``config.dataset`` (it must
     be that data set, whole: the ``n_train`` subset is taken here).
     """
+    found = store.find(config, store.default_stores() if stores is None else stores)
+    if found is not None:
+        return _ledger(load_published(found), "published")
     run_dir = Path(runs_dir or default_runs_dir()) / config.hash
     try:  # a finished run needs no lock (its files only ever appear whole): a read-only cache works
-        return load_run(run_dir, config.hash)
+        return _ledger(load_run(run_dir, config.hash), "cache")
     except rundir.CorruptRun:
         pass  # checked again under the lock, where it is repaired
     rundir.make_run_dir(run_dir)
     with rundir.locked(run_dir):
         try:
-            return load_run(run_dir, config.hash)
+            return _ledger(load_run(run_dir, config.hash), "cache")
         except rundir.CorruptRun as err:
             if (run_dir / rundir.METRICS).exists():
                 rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), str(err))
@@ -117,7 +159,7 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
         trainer.fit(lambda: rundir.atomic_torch_save(run_dir / rundir.CHECKPOINT, trainer.state_dict()),
                     rundir.periodic(checkpoint_every, time.monotonic), progress)
         _finish(trainer, run_dir, device)
-    return load_run(run_dir, config.hash)
+    return _ledger(load_run(run_dir, config.hash), "trained")
 
 
 def _resume(new_trainer: Callable[[], Trainer], run_dir: Path) -> Trainer:
