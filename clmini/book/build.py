@@ -14,6 +14,7 @@ import nbformat
 
 from clmini.book.errors import NotebookError
 from clmini.book.parameters import DEFAULT_PROFILE
+from clmini.book.publish import ledger_summary, published_results, read_ledger, results_store
 from clmini.book.runner import run_chapters
 from clmini.book.toc import CHAPTERS_DIR, toc_chapters
 
@@ -62,7 +63,11 @@ def build_html(root: Path | str, path_output: Path | str | None = None) -> Path:
 
 def build_book(root: Path | str, profile: str = DEFAULT_PROFILE, skip_run: bool = False,
                path_output: Path | str | None = None) -> Path:
-    """Run every chapter (unless ``skip_run``), then build the HTML; returns its ``index.html``."""
+    """Run every chapter (unless ``skip_run``), reading the profile's published results first
+    (``results/<profile>/``), say where every run came from, then build the HTML; returns its
+    ``index.html``."""
     if not skip_run:
-        run_chapters(root, profile)
+        with published_results(root, profile) as ledger:
+            run_chapters(root, profile)
+            print(ledger_summary(read_ledger(ledger), results_store(root, profile)), flush=True)
     return build_html(root, path_output)

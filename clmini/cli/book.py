@@ -1,4 +1,5 @@
-"""``python -m clmini run`` (one chapter) and ``python -m clmini book`` (every chapter, then the HTML)."""
+"""``python -m clmini run`` (one chapter), ``book`` (every chapter, then the HTML), ``publish`` and
+``verify`` (the published results of a profile)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,9 @@ import sys
 from pathlib import Path
 
 from clmini.cli.errors import add_debug_flag, run_command
-from clmini.book import DEFAULT_PROFILE, build_book, describe, read_parameters, resolve_parameters, run_notebook
+from clmini.book import (DEFAULT_PROFILE, build_book, describe, publish, published_results, read_parameters,
+                         resolve_parameters, run_notebook, verify)
+from clmini.book.toc import book_root
 
 
 
@@ -44,6 +47,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="build into DIR/_build instead of ROOT/_build")
     book.set_defaults(func=cmd_book)
 
+    pub = subparsers.add_parser(
+        "publish", help="run a profile's chapters and publish the records of their runs into results/<profile>/",
+        description="Run every chapter of a profile (training what the run cache lacks; a killed publish "
+                    "resumes from the cache) and write one compact record per run it used (config, metrics, "
+                    "history, provenance; no weights) into results/<profile>/. Refuses a working tree with "
+                    "uncommitted changes to the code or the chapters.",
+    )
+    _add_profile(pub)
+    pub.add_argument("--root", type=Path, default=Path("."), help="the book root (default: .)")
+    pub.set_defaults(func=cmd_publish)
+
+    ver = subparsers.add_parser(
+        "verify", help="retrain a random sample of published records and compare their numbers",
+        description="Retrain a random sample of the records in results/<profile>/ (into a temporary run "
+                    "cache) and compare their metrics with the published ones: equal on the same device, "
+                    "precision and torch; within a tolerance elsewhere. Exit 1 on any mismatch.",
+    )
+    _add_profile(ver)
+    ver.add_argument("--root", type=Path, default=Path("."), help="the book root (default: .)")
+    ver.add_argument("--sample", type=int, default=3, help="how many records to retrain (default: 3)")
+    ver.add_argument("--seed", type=int, default=None, help="seed of the random draw (default: a new draw)")
+    ver.set_defaults(func=cmd_verify)
+
 
 def _add_profile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE,
@@ -55,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     :func:`clmini.cli.errors.run_command` reports either."""
     if args.list:
         return _list(args)
-    run_notebook(args.notebook, args.profile, args.parameter, args.output, args.profiles)
+    with published_results(book_root(args.notebook.resolve().parent), args.profile):
+        run_notebook(args.notebook, args.profile, args.parameter, args.output, args.profiles)
     return 0
 
 
@@ -74,6 +101,19 @@ def cmd_book(args: argparse.Namespace) -> int:
     index = build_book(args.root, args.profile, args.skip_run, args.path_output)
     print(f"The book is at {index}")
     return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    publish(args.root, args.profile)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    problems = verify(args.root, args.profile, args.sample, args.seed)
+    for problem in problems:
+        print(f"MISMATCH {problem}", file=sys.stderr)
+    print("verified: every sampled record reproduces" if not problems else f"{len(problems)} mismatch(es)")
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,10 +188,10 @@ def load(chapters: Iterable[str], *, profile: str, runs_dir: str | Path) -> dict
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise ValueError(f"{path}: not a claims record of chapter {chapter!r} under profile {profile!r} "
                              f"({type(err).__name__}: {err}); rerun the chapter") from None
-        missing = sorted({h for c in claims for h in c.runs if not (Path(runs_dir) / h).is_dir()})
+        missing = sorted({h for c in claims for h in c.runs if _run_config_path(h, runs_dir) is None})
         if missing:
             raise ValueError(f"{path}: stale, its runs {missing[:3]}{'...' if len(missing) > 3 else ''} are not in "
-                             f"the run cache {runs_dir}; rerun chapter {chapter!r}")
+                             f"the run cache {runs_dir} nor in the published results; rerun chapter {chapter!r}")
         result[chapter] = claims
     return result
 
@@ -254,16 +254,27 @@ def summary(records: Mapping[str, list[Claim]], profile: str) -> str:
             f"{n['not resolved']} {'is' if n['not resolved'] == 1 else 'are'} not resolved at this profile.")
 
 
+def _run_config_path(run_hash: str, runs_dir: str | Path) -> Path | None:
+    """Where the config of run ``run_hash`` is: its ``config.json`` in the run cache, else its record
+    in a published results store (:func:`clmini.engine.store.default_stores`); None if neither."""
+    from clmini.engine.rundir import CONFIG
+    from clmini.engine.store import default_stores, record_path
+
+    local = Path(runs_dir) / run_hash / CONFIG
+    if local.is_file():
+        return local
+    return next((record_path(s, run_hash) for s in default_stores() if record_path(s, run_hash).is_file()), None)
+
+
 def run_seeds(claims: Iterable[Claim], runs_dir: str | Path) -> list[int]:
-    """The seeds of the runs behind ``claims``, read from each run's ``config.json`` in the run cache.
+    """The seeds of the runs behind ``claims``, read from each run's config in the run cache (or its
+    published record).
 
     ``ValueError`` names a run whose config cannot be read (the record does not match the cache).
     """
-    from clmini.engine.rundir import CONFIG
-
     seeds = set()
     for h in sorted({h for c in claims for h in c.runs}):
-        path = Path(runs_dir) / h / CONFIG
+        path = _run_config_path(h, runs_dir) or Path(runs_dir) / h / "config.json"
         try:
             seed = json.loads(path.read_text())["config"]["seed"]
         except (OSError, ValueError, KeyError, TypeError) as err:
