@@ -137,17 +137,24 @@ def chapter_problems(page: Path, rel: Path, parser: PageParser, root: Path) -> l
     return problems
 
 
+def parsed_pages(root: Path):
+    """(page, path relative to ``root``, its :class:`PageParser`) for every HTML page of the build,
+    theme templates (``_static``) and page sources (``_sources``) left out."""
+    for page in sorted(root.rglob("*.html")):
+        rel = page.relative_to(root)
+        if rel.parts[0] in ("_static", "_sources"):
+            continue
+        parser = PageParser()
+        parser.feed(page.read_text(errors="replace"))
+        yield page, rel, parser
+
+
 def static_checks(root: Path) -> tuple[list[str], list[Path]]:
     """Problems found without a browser, and the pages that hold math."""
     problems: list[str] = []
     math_pages: list[Path] = []
     seen_css: set[Path] = set()
-    for page in sorted(root.rglob("*.html")):
-        rel = page.relative_to(root)
-        if rel.parts[0] in ("_static", "_sources"):
-            continue  # theme templates and page sources, not pages
-        parser = PageParser()
-        parser.feed(page.read_text(errors="replace"))
+    for page, rel, parser in parsed_pages(root):
         for tag, url in parser.loads:
             if REMOTE.match(url):
                 problems.append(f"{rel}: <{tag}> loads the remote {url}")
@@ -250,16 +257,8 @@ LAYOUT_SCRIPT = r"""
 def content_pages(root: Path) -> list[Path]:
     """Every page a reader lands on: the build's HTML pages except theme files, sources, search and
     redirects."""
-    pages = []
-    for page in sorted(root.rglob("*.html")):
-        rel = page.relative_to(root)
-        if rel.parts[0] in ("_static", "_sources") or rel.name in ("search.html", "genindex.html"):
-            continue
-        parser = PageParser()
-        parser.feed(page.read_text(errors="replace"))
-        if not parser.redirect:
-            pages.append(page)
-    return pages
+    return [page for page, rel, parser in parsed_pages(root)
+            if rel.name not in ("search.html", "genindex.html") and not parser.redirect]
 
 
 # Headless Chromium's window is at least 500 px wide, so each page is measured in an iframe of the

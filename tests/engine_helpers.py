@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from clmini.engine.config import TrainConfig
 from clmini.engine.data import ImageData
 
 
@@ -28,6 +29,13 @@ def pattern_images(n: int, n_classes: int = 4, size: int = 28, channels: int = 1
         images[labels == c, :, rows, :] += 150 if c % 2 else 0
         images[labels == c, :, :, rows] += 0 if c % 2 else 150
     return images.clip(0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """A config that trains in about a second on the CPU (on :func:`pattern_data`)."""
+    values = dict(n_train=None, width=4, proj_dim=16, epochs=2, batch_size=32, lr=3e-3,
+                  monitor_train_size=64, monitor_test_size=32, knn_k=20, probe_iters=20)
+    return TrainConfig(**{**values, **overrides})
 
 
 def pattern_data(n_train: int = 256, n_test: int = 128, n_classes: int = 4, size: int = 28,

@@ -25,7 +25,8 @@ from clmini.book.toc import CHAPTERS_DIR, book_root, toc_chapters, toc_files
 from clmini.book.typespec import ANY, describe
 
 __all__ = [
-    "ANY", "RESULTS_DIR", "publish", "published_results", "results_store", "verify", "CHAPTERS_DIR", "DEFAULT_PROFILE", "KERNEL_NAME", "MATHJAX_SCRIPT", "PROFILES_FILE",
+    "ANY", "CHAPTERS_DIR", "DEFAULT_PROFILE", "KERNEL_NAME", "MATHJAX_SCRIPT", "PROFILES_FILE", "RESULTS_DIR",
+    "publish", "published_results", "results_store", "verify",
     "SOURCES_DIR", "NotebookError", "Parameter", "ParameterError", "book_root", "build_book",
     "build_html", "chapter_source", "describe", "ensure_kernel", "execute", "load_profiles",
     "parameters_cell", "parse_parameters", "parse_value", "profile_values", "read_parameters",

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from clmini.book.errors import NotebookError, ParameterError
 from clmini.book.runner import run_chapters
-from clmini.engine import load_run, train_or_load
+from clmini.engine import default_runs_dir, load_run, train_or_load
 from clmini.engine.runs import LEDGER_ENV, load_published
 from clmini.engine.store import STORES_ENV, StaleRecord, write_record
 
@@ -90,11 +90,6 @@ def published_results(root: str | Path, profile: str, use_store: bool = True) ->
                     os.environ[name] = value
 
 
-def local_runs_dir(root: Path) -> Path:
-    """The run cache the chapters use: ``$CLMINI_RUNS``, else ``runs/`` under the book root (their cwd)."""
-    return Path(os.environ.get("CLMINI_RUNS") or Path(root) / "runs")
-
-
 def committed_revision(root: Path) -> str:
     """The commit of ``root``'s working tree; :class:`ParameterError` if the package or the chapters
     have uncommitted changes (the records would describe code no one can check out)."""
@@ -123,7 +118,7 @@ def publish(root: str | Path, profile: str) -> Path:
         entries = read_ledger(ledger)
     if not entries:
         raise NotebookError(f"profile {profile}: the chapters used no run, nothing to publish")
-    cache = local_runs_dir(root)
+    cache = root / default_runs_dir()  # the chapters' run cache: they run with the book root as cwd
     written = {write_record(store, load_run(cache / e["hash"], e["hash"]), commit).name for e in entries}
     removed = [p for p in store.glob("*.json") if p.name not in written]
     for path in removed:
@@ -163,7 +158,7 @@ def verify(root: str | Path, profile: str, sample: int = 3, seed: int | None = N
                 mine, theirs = local.metrics.get(name), published.metrics.get(name)
                 if mine is None or theirs is None:
                     continue
-                if not math.isclose(mine, theirs, rel_tol=0, abs_tol=tolerance) and not (same and mine == theirs):
+                if not math.isclose(mine, theirs, rel_tol=0, abs_tol=tolerance):
                     problems.append(f"{path.name}: {name} published {theirs:.6g}, retrained here {mine:.6g} "
                                     f"(tolerance {tolerance:g})")
             print(f"  {path.name}: {'equal' if same else f'within {tolerance:g}'} check, "

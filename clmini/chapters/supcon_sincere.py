@@ -29,7 +29,6 @@ import copy
 import math
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F

@@ -25,5 +25,6 @@ from clmini.engine.trainer import Trainer
 
 __all__ = ["AugmentConfig", "TrainConfig", "ENGINE_VERSION", "MODES", "OPTIMIZERS", "OBJECTIVES", "MONITORS",
            "DATASETS", "DATASET_NAMES", "ARCHS", "ImageData", "load_dataset", "canonical_loss_args", "loss_arguments",
-           "Trainer", "Run", "NoWeights", "load_run", "load_published", "train_or_load", "default_runs_dir", "resolve_device", "PRECISIONS",
+           "Trainer", "Run", "NoWeights", "load_run", "load_published", "train_or_load", "default_runs_dir",
+           "resolve_device", "PRECISIONS",
            "native_bf16", "resolve_precision"]

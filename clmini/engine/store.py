@@ -8,7 +8,7 @@ published from. It never holds weights, so a published run cannot give back its 
 (:meth:`clmini.engine.runs.Run.model` says so and how to train it locally).
 
 A record is *stale* when the current code no longer produces its hash from its config (another
-``ENGINE_VERSION``, a changed config field or default): :func:`load_record` refuses it with
+``ENGINE_VERSION``, a changed config field or default): :func:`read_record` refuses it with
 :class:`StaleRecord`, naming why, and :func:`find` then falls back to training. Published numbers
 never outlive the code that computed them.
 """

@@ -8,7 +8,7 @@ from typing import Mapping
 import sympy as sp
 
 from clmini.symbolic.core import (anchor_loss, dystress_logit, dystress_temperature, negative_similarities,
-                                 positive_similarities, s, tau, tau_max, tau_min)
+                                 positive_similarities, s, tau, tau_min)
 from clmini.symbolic.core import _pair_temperature
 
 __all__ = [

@@ -4,6 +4,7 @@ verify`` retrains a sample and finds the same numbers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from test_book import REPO, clmini_book, make_book
 
 def clmini(root, *args):
     return subprocess.run([sys.executable, "-m", "clmini", *args, "--root", str(root)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**__import__("os").environ, "CLMINI_RUNS": str(root / ".runs")})
+                          text=True, timeout=600, env={**os.environ, "CLMINI_RUNS": str(root / ".runs")})
 
 
 def git(root, *args):

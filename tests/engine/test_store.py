@@ -9,22 +9,16 @@ from pathlib import Path
 import pytest
 
 from clmini.engine import ENGINE_VERSION, NoWeights, TrainConfig, load_published, store, train_or_load
-from engine_helpers import pattern_data
+from engine_helpers import pattern_data, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny(**overrides) -> TrainConfig:
-    values = dict(n_train=None, width=4, proj_dim=16, epochs=1, batch_size=32, lr=3e-3, monitor_train_size=64,
-                  monitor_test_size=32, knn_k=20, probe_iters=20)
-    return TrainConfig(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """A run trained into a cache, then published into a store: (config, cache, store, record path)."""
     root = tmp_path_factory.mktemp("store")
-    config, data = tiny(), pattern_data(n_train=128, n_test=64)
+    config, data = tiny_config(epochs=1), pattern_data(n_train=128, n_test=64)
     run = train_or_load(config, root / "cache", data=data, progress=False, stores=[])
     path = store.write_record(root / "results", run, commit="0" * 40)
     return config, data, root / "cache", root / "results", path

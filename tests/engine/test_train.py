@@ -22,16 +22,10 @@ from clmini.engine.models import build_model
 from clmini.engine.runs import load_run, train_or_load
 from clmini.engine.trainer import Trainer, learning_rate
 from engine_helpers import StepCounter, killed_at_checkpoint, pattern_data, write_fashion_mnist
+from engine_helpers import tiny_config as tiny
 
 REPO = Path(__file__).resolve().parents[2]
 TIMING = ("train_seconds", "eval_seconds")
-
-
-def tiny(**overrides) -> TrainConfig:
-    """A config that trains in about a second on the CPU."""
-    values = dict(n_train=None, width=4, proj_dim=16, epochs=2, batch_size=32, lr=3e-3,
-                  monitor_train_size=64, monitor_test_size=32, knn_k=20, probe_iters=20)
-    return TrainConfig(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
