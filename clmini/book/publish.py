@@ -38,17 +38,27 @@ def results_store(root: str | Path, profile: str) -> Path:
     return Path(root) / RESULTS_DIR / profile
 
 
+def _ledger_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def read_ledger(path: Path) -> list[dict]:
-    """The ledger's entries, each run once (its first appearance)."""
-    if not path.is_file():
-        return []
+    """The ledger's runs, each once (its first appearance)."""
     seen, entries = set(), []
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["hash"] not in seen:
+    for entry in _ledger_lines(path):
+        if "source" in entry and entry["hash"] not in seen:
             seen.add(entry["hash"])
             entries.append(entry)
     return entries
+
+
+def ledger_measurements(path: Path) -> dict[str, set[str]]:
+    """The measurements the ledger lists, by run hash."""
+    measured: dict[str, set[str]] = {}
+    for entry in _ledger_lines(path):
+        if "measurement" in entry:
+            measured.setdefault(entry["hash"], set()).add(entry["measurement"])
+    return measured
 
 
 def ledger_summary(entries: list[dict], store: Path | None) -> str:
@@ -115,11 +125,12 @@ def publish(root: str | Path, profile: str) -> Path:
     store = results_store(root, profile)
     with published_results(root, profile, use_store=False) as ledger:
         run_chapters(root, profile)
-        entries = read_ledger(ledger)
+        entries, measured = read_ledger(ledger), ledger_measurements(ledger)
     if not entries:
         raise NotebookError(f"profile {profile}: the chapters used no run, nothing to publish")
     cache = root / default_runs_dir()  # the chapters' run cache: they run with the book root as cwd
-    written = {write_record(store, load_run(cache / e["hash"], e["hash"]), commit).name for e in entries}
+    written = {write_record(store, load_run(cache / e["hash"], e["hash"]), commit,
+                            measured.get(e["hash"], ())).name for e in entries}
     removed = [p for p in store.glob("*.json") if p.name not in written]
     for path in removed:
         path.unlink()
@@ -166,5 +177,5 @@ def verify(root: str | Path, profile: str, sample: int = 3, seed: int | None = N
     return problems
 
 
-__all__ = ["RESULTS_DIR", "results_store", "published_results", "read_ledger", "ledger_summary",
+__all__ = ["RESULTS_DIR", "results_store", "published_results", "read_ledger", "ledger_measurements", "ledger_summary",
            "committed_revision", "publish", "verify"]

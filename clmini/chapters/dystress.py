@@ -5,7 +5,7 @@
 what chapter 3 needs around it on the tensor side (its SymPy side, the ablation's formula and the
 relative penalty with a temperature per pair, is :mod:`clmini.symbolic.dystress`):
 
-- :func:`applied_temperatures` and :func:`temperature_histograms`: the temperatures a network's
+- :func:`applied_temperatures`, :func:`temperature_histograms` and :func:`applied_temperature_summary`: the temperatures a network's
   batch of augmented views actually receives, positive and negative pairs apart;
 - :func:`penalty_density` (NumPy): Wang & Liu's relative penalty of negatives spread over a
   similarity grid when each has its own temperature, and :func:`intervals` to read it;
@@ -25,7 +25,7 @@ from clmini.engine.augment import AugmentConfig, augment
 from clmini.losses import CosineTemperature, pair_masks, two_views
 from clmini.metrics import centroid_concentration, centroid_similarity, encode, knn_accuracies
 
-__all__ = ["applied_temperatures", "temperature_histograms", "penalty_density", "intervals", "structure_metrics"]
+__all__ = ["applied_temperatures", "applied_temperature_summary", "temperature_histograms", "penalty_density", "intervals", "structure_metrics"]
 
 
 # --------------------------------------------------------------------------- applied temperatures
@@ -68,6 +68,17 @@ def temperature_histograms(temperatures: Mapping[str, Tensor], tau_min: float, t
         counts = torch.histc(values.float(), bins=bins, min=tau_min, max=tau_max)
         result[key] = (counts / counts.sum().clamp(min=1) / width).tolist()
     return result
+
+
+def applied_temperature_summary(model: nn.Module, images: Tensor, logit_map: CosineTemperature, bins: int = 40,
+                                seed: int = 0, augment_config: AugmentConfig | None = None) -> dict:
+    """What a figure needs of :func:`applied_temperatures` (training mode): the histograms of
+    :func:`temperature_histograms` over the logit map's ``[tau_min, tau_max]`` and the mean
+    temperature of the positive and of the negative pairs (``{"histograms": ..., "mean": {...}}``),
+    small enough to keep with a run's published record."""
+    applied = applied_temperatures(model, images, logit_map, seed=seed, augment_config=augment_config)
+    return {"histograms": temperature_histograms(applied, logit_map.tau_min, logit_map.tau_max, bins=bins),
+            "mean": {key: float(values.mean()) for key, values in applied.items()}}
 
 
 def penalty_density(s: np.ndarray, tau: np.ndarray) -> np.ndarray:

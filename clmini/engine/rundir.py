@@ -9,7 +9,9 @@ A run directory holds
 - ``weights.pt``    the final model ``state_dict`` (loadable with ``weights_only=True``);
 - ``history.json``  one record per epoch;
 - ``metrics.json``  the final evaluation plus the SHA-256 of ``weights.pt`` and ``history.json``,
-  written last: a run is complete exactly when ``metrics.json`` exists and every file matches it.
+  written last: a run is complete exactly when ``metrics.json`` exists and every file matches it;
+- ``measurements.json`` (optional, after the run) what the chapters measured on the trained network
+  (:meth:`clmini.engine.runs.Run.measure`), so that a published record can carry it.
 
 Every file is written to a temporary name, flushed to disk and renamed over the target, so a
 process killed at any moment (``kill -9``) leaves either the old or the new file, never half of one.
@@ -32,8 +34,8 @@ from typing import Any, Callable
 
 import torch
 
-CONFIG, CHECKPOINT, WEIGHTS, HISTORY, METRICS = (
-    "config.json", "checkpoint.pt", "weights.pt", "history.json", "metrics.json")
+CONFIG, CHECKPOINT, WEIGHTS, HISTORY, METRICS, MEASUREMENTS = (
+    "config.json", "checkpoint.pt", "weights.pt", "history.json", "metrics.json", "measurements.json")
 CHECKPOINT_DIGEST = CHECKPOINT + ".sha256"
 CHECKPOINT_FILES = (CHECKPOINT, CHECKPOINT_DIGEST)
 # Files whose digest metrics.json records (and that must match for the run to be reused).

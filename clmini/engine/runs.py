@@ -15,10 +15,11 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 
 from clmini.engine import rundir, store
@@ -37,13 +38,15 @@ class NoWeights(RuntimeError):
 @dataclass
 class Run:
     """A finished run: its directory (or, when published, its record), config, per-epoch history and
-    final metrics; ``published`` is the record's provenance for a run loaded from a results store."""
+    final metrics; ``published`` is the record's provenance for a run loaded from a results store;
+    ``measurements`` what :meth:`measure` has measured on its network (keyed by :func:`measurement_key`)."""
 
     dir: Path
     config: TrainConfig
     history: list[dict]
     metrics: dict
     published: dict | None = None
+    measurements: dict = field(default_factory=dict)
 
     def model(self, device: str | torch.device = "cpu") -> ContrastiveNet:
         """The trained network (weights loaded with ``weights_only=True``); :class:`NoWeights` for a
@@ -58,6 +61,86 @@ class Run:
         model.load_state_dict(state)  # also restores the standardisation buffers
         return model.to(resolve_device(device)).eval()
 
+    def measure(self, name: str, fn: Callable[[ContrastiveNet], Any], *, device: str | torch.device = "cpu",
+                **key: Any) -> Any:
+        """``fn(network)`` for this run's trained network (in eval mode, on ``device``), as JSON values
+        (:func:`jsonable`: arrays become nested lists), kept with the run so that its published
+        record carries it: a figure drawn from a measurement renders from the results store.
+
+        ``name`` and ``key`` (JSON values: everything the measurement depends on besides the weights
+        and the run's config) identify it; give ``name`` a new version when what ``fn`` computes
+        changes. A local run measures its network every time and keeps the latest value in its
+        directory (``measurements.json``). A published run returns its record's value; if the
+        record lacks it (a chapter asks for something that was not published), the run is trained
+        locally (:func:`train_or_load` without stores) and measured, with a warning.
+        """
+        entry = measurement_key(name, key)
+        if self.published is not None:
+            if entry in self.measurements:
+                return _ledger_measurement(self, entry, self.measurements[entry])
+            warnings.warn(f"run {self.config.hash}: its published record has no measurement {entry}; "
+                          f"training the run here to measure it", stacklevel=2)
+            local = train_or_load(self.config, stores=[], progress=False)
+            return local.measure(name, fn, device=device, **key)
+        value = json.loads(json.dumps(jsonable(fn(self.model(device))), allow_nan=True))
+        self.measurements[entry] = value
+        try:  # kept for publish; a read-only cache still measures, it only cannot keep the value
+            with rundir.locked(self.dir):
+                stored = _read_measurements(self.dir)
+                stored[entry] = value
+                rundir.atomic_write_json(self.dir / rundir.MEASUREMENTS, stored)
+        except (OSError, rundir.RunDirError):
+            pass
+        return _ledger_measurement(self, entry, value)
+
+
+def measurement_key(name: str, key: dict) -> str:
+    """The identity of a measurement: ``name`` followed by ``key`` as canonical JSON."""
+    if not isinstance(name, str) or not name or any(c in name for c in "{}"):
+        raise ValueError(f"measurement name must be a non-empty string without braces, got {name!r}")
+    try:
+        return name + json.dumps(jsonable(key), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"measurement {name!r}: its key must hold JSON values ({err})") from None
+
+
+#: Significant digits kept of each element of a floating-point array in a measurement (enough for
+#: any figure; a whole array of full-precision decimals would make records needlessly large).
+ARRAY_DIGITS = 7
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` made of JSON types: tensors and arrays become nested lists (floating-point elements
+    rounded to :data:`ARRAY_DIGITS` significant digits), numpy scalars Python numbers, tuples lists,
+    mapping keys strings. Anything else raises ``TypeError`` naming its type."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            rounded = np.array([float(f"{x:.{ARRAY_DIGITS}g}") for x in value.ravel().tolist()])
+            return rounded.reshape(value.shape).tolist()
+        if value.dtype.kind in "biu":
+            return value.tolist()
+        raise TypeError(f"cannot keep an array of dtype {value.dtype} in a measurement")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot keep a {type(value).__name__} in a measurement (use numbers, strings, "
+                    f"lists, dicts, arrays or tensors)")
+
+
+def _read_measurements(run_dir: Path) -> dict:
+    """The run directory's measurements; an unreadable file is dropped (they are remeasured)."""
+    try:
+        return rundir.read_json(run_dir / rundir.MEASUREMENTS, dict)
+    except (rundir.CorruptRun, OSError):
+        return {}
+
 
 def load_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
     """Load a complete run; :class:`clmini.engine.rundir.CorruptRun` if it is partial, damaged or
@@ -71,7 +154,8 @@ def load_run(run_dir: str | Path, expected_hash: str | None = None) -> Run:
     history = rundir.read_json(run_dir / rundir.HISTORY, list)
     if not all(isinstance(record, dict) for record in history):
         raise rundir.CorruptRun(f"{run_dir / rundir.HISTORY}: expected one JSON object per epoch")
-    return Run(run_dir, config, history, metrics)
+    measured = _read_measurements(run_dir) if (run_dir / rundir.MEASUREMENTS).exists() else {}
+    return Run(run_dir, config, history, metrics, measurements=measured)
 
 
 def _stored_config(run_dir: Path) -> TrainConfig:
@@ -90,23 +174,34 @@ def _stored_config(run_dir: Path) -> TrainConfig:
 def load_published(path: str | Path) -> Run:
     """The run of a published record (:func:`clmini.engine.store.read_record`: stale -> StaleRecord)."""
     config, record = store.read_record(path)
-    return Run(Path(path), config, record["history"], record["metrics"], published=record["provenance"])
+    return Run(Path(path), config, record["history"], record["metrics"], published=record["provenance"],
+               measurements=record["measurements"])
 
 
 #: Environment variable: a file to which train_or_load appends one JSON line per run it returns
-#: (hash, and "published", "cache" or "trained"): what a build or a publish used.
+#: (hash, and "published", "cache" or "trained"), and Run.measure one per measurement (hash and
+#: "measurement"): what a build or a publish used.
 LEDGER_ENV = "CLMINI_LEDGER"
 
 
-def _ledger(run: Run, source: str) -> Run:
+def _append_ledger(entry: dict) -> None:
     path = os.environ.get(LEDGER_ENV)
     if path:
-        entry = {"hash": run.config.hash, "source": source}
-        if run.published is not None:
-            entry.update({k: run.published.get(k) for k in ("device_name", "precision", "finished")})
         with open(path, "a") as f:  # one short line per write: appends from parallel processes do not mix
             f.write(json.dumps(entry) + "\n")
+
+
+def _ledger(run: Run, source: str) -> Run:
+    entry = {"hash": run.config.hash, "source": source}
+    if run.published is not None:
+        entry.update({k: run.published.get(k) for k in ("device_name", "precision", "finished")})
+    _append_ledger(entry)
     return run
+
+
+def _ledger_measurement(run: Run, entry: str, value: Any) -> Any:
+    _append_ledger({"hash": run.config.hash, "measurement": entry})
+    return value
 
 
 def default_runs_dir() -> Path:

@@ -2,7 +2,8 @@
 
 A *store* is a directory of records, ``<store>/<config hash>.json`` (the book keeps one per profile
 in ``results/<profile>/``). A record holds what the chapters read from a run — its config and hash,
-the final metrics, the per-epoch history — and its provenance: engine and torch versions, device,
+the final metrics, the per-epoch history, the measurements the chapters took of its network
+(:meth:`clmini.engine.runs.Run.measure`: the small arrays their figures draw) — and its provenance: engine and torch versions, device,
 precision, training and evaluation seconds, the date the run finished and the commit it was
 published from. It never holds weights, so a published run cannot give back its network
 (:meth:`clmini.engine.runs.Run.model` says so and how to train it locally).
@@ -48,8 +49,12 @@ def default_stores() -> list[Path]:
     return [Path(p) for p in os.environ.get(STORES_ENV, "").split(os.pathsep) if p]
 
 
-def make_record(run, commit: str | None) -> dict:
-    """The record of a complete local run (a :class:`clmini.engine.runs.Run` with its directory)."""
+def make_record(run, commit: str | None, measured: Iterable[str] = ()) -> dict:
+    """The record of a complete local run (a :class:`clmini.engine.runs.Run` with its directory),
+    with its measurements named in ``measured`` (keys of ``run.measurements``)."""
+    missing = sorted(set(measured) - set(run.measurements))
+    if missing:
+        raise KeyError(f"run {run.config.hash} has no measurement {missing[0]} to publish")
     metrics = {k: v for k, v in run.metrics.items() if k not in _LOCAL_ONLY}
     finished = (Path(run.dir) / rundir.METRICS).stat().st_mtime
     provenance = {k: run.metrics.get(k) for k in PROVENANCE}
@@ -58,14 +63,16 @@ def make_record(run, commit: str | None) -> dict:
         finished=_dt.datetime.fromtimestamp(finished, _dt.timezone.utc).isoformat(timespec="seconds"),
         commit=commit)
     return {"record_version": RECORD_VERSION, "hash": run.config.hash, "engine_version": ENGINE_VERSION,
-            "config": run.config.to_dict(), "metrics": metrics, "history": run.history, "provenance": provenance}
+            "config": run.config.to_dict(), "metrics": metrics, "history": run.history,
+            "measurements": {key: run.measurements[key] for key in sorted(set(measured))}, "provenance": provenance}
 
 
-def write_record(store: str | Path, run, commit: str | None) -> Path:
-    """Write (atomically) the record of ``run`` into ``store``; returns its path."""
+def write_record(store: str | Path, run, commit: str | None, measured: Iterable[str] = ()) -> Path:
+    """Write (atomically) the record of ``run`` (with the measurements ``measured``) into ``store``;
+    returns its path."""
     path = record_path(store, run.config.hash)
     rundir.make_run_dir(path.parent)
-    record = make_record(run, commit)
+    record = make_record(run, commit, measured)
     rundir.atomic_write_bytes(path, (json.dumps(record, indent=None, separators=(",", ":"), allow_nan=True)
                                      + "\n").encode())
     return path
@@ -84,7 +91,8 @@ def read_record(path: str | Path) -> tuple[TrainConfig, dict]:
     if record.get("engine_version") != ENGINE_VERSION:
         raise StaleRecord(f"{path}: computed by engine version {record.get('engine_version')!r}, this code is "
                           f"version {ENGINE_VERSION}")
-    for key, kind in (("config", dict), ("metrics", dict), ("history", list), ("provenance", dict), ("hash", str)):
+    for key, kind in (("config", dict), ("metrics", dict), ("history", list), ("measurements", dict),
+                      ("provenance", dict), ("hash", str)):
         if not isinstance(record.get(key), kind):
             raise StaleRecord(f"{path}: {key!r} must be a JSON {kind.__name__}")
     try:

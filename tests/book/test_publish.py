@@ -60,6 +60,9 @@ def test_publish_then_build_loads_instead_of_training_then_verify(book):
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=book, capture_output=True, text=True).stdout.strip()
     assert {json.loads(p.read_text())["provenance"]["commit"] for p in records} == {commit}
     assert {json.loads(p.read_text())["config"]["seed"] for p in records} == {0, 1}
+    measured = {json.loads(p.read_text())["config"]["seed"]: json.loads(p.read_text())["measurements"] for p in records}
+    assert list(measured[0]) == ['test-projections{"images":8}'] and len(measured[0]['test-projections{"images":8}']) == 8
+    assert measured[1] == {}, "only what a chapter measured is published"
 
     # A fresh run cache: the build trains nothing, every run comes from the published results.
     (book / ".runs").rename(book / ".runs-publish")

@@ -90,3 +90,67 @@ def test_no_published_record_is_stale():
     problems = store.stale_records(stores)
     assert not problems, "stale published records (republish them: python -m clmini publish --profile P):\n" \
         + "\n".join(problems)
+
+
+def test_a_measurement_of_the_network_travels_with_the_record(tmp_path, monkeypatch):
+    """Run.measure: a local run measures its network and keeps the value; the published record carries
+    the measurements named; a published run answers from its record without weights; a measurement
+    the record lacks trains the run locally (with a warning) instead of failing."""
+    import numpy as np
+    import torch
+
+    config, data = tiny_config(epochs=1), pattern_data(n_train=128, n_test=64)
+    monkeypatch.setenv("CLMINI_RUNS", str(tmp_path / "cache"))
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("CLMINI_LEDGER", str(ledger))
+    run = train_or_load(config, data=data, progress=False, stores=[])
+    calls = []
+
+    def projections(net):
+        calls.append(1)
+        with torch.no_grad():
+            return {"z": net(data.test_x[:5].float()), "n": np.int64(5)}
+
+    value = run.measure("projections", projections, images=5)
+    assert isinstance(value["z"], list) and np.asarray(value["z"]).shape == (5, config.proj_dim)
+    assert value["n"] == 5 and len(calls) == 1
+    again = run.measure("projections", projections, images=5)  # a local run measures every time
+    assert again == value and len(calls) == 2
+    key = 'projections{"images":5}'
+    stored = json.loads((tmp_path / "cache" / config.hash / "measurements.json").read_text())
+    assert stored == {key: value}
+    assert [json.loads(line).get("measurement") for line in ledger.read_text().splitlines()] == [None, key, key]
+
+    reloaded = train_or_load(config, data=data, progress=False, stores=[])
+    assert reloaded.measurements == {key: value}
+    path = store.write_record(tmp_path / "results", reloaded, commit="0" * 40, measured=[key])
+    with pytest.raises(KeyError, match="no measurement"):
+        store.make_record(reloaded, None, measured=['other{}'])
+    published = load_published(path)
+    assert published.measure("projections", projections, images=5) == value and len(calls) == 2
+    with pytest.warns(UserWarning, match="has no measurement"):
+        other = published.measure("projections", projections, images=3)  # not published: from the local run
+    assert len(calls) == 3 and other == value  # the function, not the key, decides what is measured
+
+
+@pytest.mark.parametrize("name, key, why", [
+    ("", {}, "non-empty string"),
+    ("a{b", {}, "without braces"),
+    ("ok", {"x": object()}, "JSON values"),
+    ("ok", {"x": float("nan")}, "JSON values"),
+])
+def test_a_measurement_needs_a_name_and_a_json_key(name, key, why):
+    from clmini.engine.runs import measurement_key
+    with pytest.raises(ValueError, match=why):
+        measurement_key(name, key)
+
+
+def test_measurements_are_rounded_arrays_of_json_values():
+    import numpy as np
+    import torch
+    from clmini.engine.runs import jsonable
+    assert jsonable({1: torch.tensor([1 / 3, 2.0]), "b": (np.float32(0.5), np.arange(3))}) == {
+        "1": [0.3333333, 2.0], "b": [0.5, [0, 1, 2]]}
+    assert jsonable(np.array([[float("nan")]]))[0][0] != jsonable(np.array([[float("nan")]]))[0][0]  # NaN kept
+    with pytest.raises(TypeError, match="set"):
+        jsonable({1, 2})
