@@ -19,10 +19,10 @@ from clmini.engine import resolve_device  # noqa: E402
 
 
 def main(doc: str, train: Callable, markdown: Callable, argv=None,
-         check_device: Callable[[torch.device], None] | None = None) -> int:
+         check_device: Callable[[torch.device], None] | None = None, default_seeds=(0, 1, 2)) -> int:
     """``train(seeds, runs_dir, device) -> table``; ``markdown(table, seeds, device_name) -> str``."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(default_seeds))
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--markdown", type=Path, default=None)

@@ -36,6 +36,9 @@ def test_the_simclr_chapters_share_one_base_run():
         parameters = read_parameters(REPO / "notebooks" / f"{stem}.md")
         assert parameters["simclr"].default == {}
         assert not set(SIMCLR_BASE) & set(parameters), f"{stem} declares base-run fields itself"
-    smoke = {stem: PROFILES[stem]["smoke"]["simclr"] for stem in ("01_infonce_temperature", "02_temperature_free",
-                                                                  "03_dystress")}
-    assert len({str(v) for v in smoke.values()}) == 1  # equal changes: chapters 2 and 3 reuse chapter 1's runs
+    # equal changes under every profile: chapters 2 and 3 reuse chapter 1's runs
+    simclr_chapters = ("01_infonce_temperature", "02_temperature_free", "03_dystress")
+    for profile in {p for stem in simclr_chapters for p in PROFILES[stem]}:
+        shared = {stem: [PROFILES[stem].get(profile, {}).get(name) for name in ("simclr", "dataset", "arch", "optimizer")]
+                  for stem in simclr_chapters}
+        assert len({str(v) for v in shared.values()}) == 1, f"profile {profile}: the base runs differ: {shared}"
