@@ -70,6 +70,8 @@ def test_publish_then_build_loads_instead_of_training_then_verify(book):
     assert built.returncode == 0, built.stderr
     assert "2 runs: 2 loaded from the published results" in built.stdout and "0 trained on this machine" in built.stdout
     assert not list((book / ".runs").glob("*/weights.pt")), "a published run is not retrained"
+    page = (book / "_build" / "html" / "book" / "chapters" / "00_results.html").read_text()
+    assert "This build" in page and "2 loaded from the published results in results/smoke" in page
 
     verified = clmini(book, "verify", "--profile", "smoke", "--sample", "1", "--seed", "0")
     assert verified.returncode == 0, verified.stdout + verified.stderr
