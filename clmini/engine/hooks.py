@@ -1,7 +1,11 @@
 """What a loss, an objective or a chapter wants recorded during training, without the trainer
 knowing any of them by name.
 
-Two moments, two small interfaces:
+Three moments, three small interfaces:
+
+* **before every step** the trainer tells the objective where training stands
+  (``Objective.set_progress(p)``, ``p`` the share of the run's steps done), which passes it to the
+  loss (:meth:`clmini.losses.PairwiseLoss.set_progress`): a temperature schedule reads it there;
 
 * **every step** the trainer gives the objective a :class:`Batch` (normalised projections, labels,
   similarity matrix, pair masks) and records what its ``batch_statistics`` returns, averaged over

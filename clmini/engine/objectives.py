@@ -33,6 +33,9 @@ class Objective(nn.Module):
         """Per-step quantities to record (averaged over the epoch)."""
         return {}
 
+    def set_progress(self, progress: float) -> None:
+        """The share of the run's steps done, told before every step (ignored by default)."""
+
     def final_metrics(self, model: nn.Module, data) -> dict:
         """Metrics of the objective itself, measured after the engine's evaluation."""
         return {}
@@ -50,6 +53,9 @@ class Contrastive(Objective):
 
     def batch_statistics(self, batch: Batch) -> dict[str, Tensor]:
         return self.contrastive_loss.batch_statistics(batch.sim, batch.positives, batch.negatives)
+
+    def set_progress(self, progress: float) -> None:
+        self.contrastive_loss.set_progress(progress)  # e.g. a temperature schedule
 
 
 class CrossEntropy(Objective):

@@ -75,10 +75,14 @@ class Trainer:
         self.memory_format = torch.channels_last if config.precision == "bf16" else torch.contiguous_format
         self.model: ContrastiveNet = model.to(device, memory_format=self.memory_format)
         self.objective = make_objective(config, data.n_classes).to(device)
-        # The network's parameters, then the objective's own (a classifier), if any.
+        # The network's parameters, then the objective's own (a classifier, a learned temperature), if
+        # any; scalar ones (a learned temperature) without weight decay, as CLIP trains its logit scale.
         params = [{"params": list(self.model.parameters())}]
-        if any(True for _ in self.objective.parameters()):
-            params.append({"params": list(self.objective.parameters())})
+        own = list(self.objective.parameters())
+        if any(p.dim() > 0 for p in own):
+            params.append({"params": [p for p in own if p.dim() > 0]})
+        if any(p.dim() == 0 for p in own):
+            params.append({"params": [p for p in own if p.dim() == 0], "weight_decay": 0.0})
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                              weight_decay=config.weight_decay)
@@ -181,6 +185,7 @@ class Trainer:
                 generator = torch.Generator().manual_seed(  # CPU: augment draws its parameters there
                     derived_seed(config.seed, self.epoch, self.step))
                 global_step = self.epoch * self.steps_per_epoch + self.step
+                self.objective.set_progress(global_step / total)  # the hook of a schedule (progress in [0, 1))
                 self.train_step(batches[self.step], generator,
                                 learning_rate(config, global_step, self.steps_per_epoch))
                 self.step += 1

@@ -7,9 +7,12 @@ self-supervised two-view batches, classes for supervised ones). For anchor ``i``
 * a **logit map** ``l(s)`` turns a cosine similarity into a logit: ``s / tau`` (:class:`Scaled`),
   ``2 artanh(s)`` (:class:`Artanh`), ``s / tau(sg[s])`` (:class:`CosineTemperature`, DySTreSS);
 * a **denominator rule** says what competes with a positive pair ``(i, p)``:
-  ``"positive+negatives"`` (InfoNCE / NT-Xent, SINCERE: ``l_ip`` and the negatives) or
-  ``"all"`` (SupCon ``L_out``: every other sample, the other positives included); the negatives may
-  be restricted to the hardest ones (:class:`HardNegatives`, Wang & Liu eq. 9);
+  ``"positive+negatives"`` (InfoNCE / NT-Xent, SINCERE: ``l_ip`` and the negatives),
+  ``"all"`` (SupCon ``L_out``: every other sample, the other positives included) or
+  ``"negatives"`` (DCL: the negatives alone, the positive decoupled); the negatives may be
+  restricted to the hardest ones (:class:`HardNegatives`, Wang & Liu eq. 9);
+* the temperature itself may depend on the batch (:class:`MACL`), be trained
+  (:class:`LearnedTemperature`) or follow the training progress (:class:`ScheduledTemperature`);
 * a **reduction**: per positive pair -> mean over the anchor's positives -> batch. Anchors without
   a positive are left out of the mean (and are 0 under ``reduction="none"``), never NaN.
 
@@ -25,8 +28,8 @@ A new variant is one line, e.g. SINCERE with temperature-free logits::
 
     ContrastiveLoss(Artanh(), denominator="positive+negatives")
 """
-from clmini.losses.contrastive import (SINCERE, ContrastiveLoss, DySTreSS, HardContrastive, InfoNCE, SupCon,
-                                       TemperatureFree)
+from clmini.losses.contrastive import (DCL, DCLW, MACL, SINCERE, ContrastiveLoss, DySTreSS, HardContrastive, InfoNCE,
+                                       LearnedTemperature, ScheduledTemperature, SupCon, TemperatureFree)
 from clmini.losses.core import DENOMINATORS, REDUCTIONS, Pairs, PairwiseLoss, Reduction, pair_masks, two_views
 from clmini.losses.logit_maps import Artanh, CosineTemperature, LogitMap, Scaled
 from clmini.losses.negatives import HardNegatives
@@ -38,6 +41,7 @@ __all__ = [
     "LogitMap", "Scaled", "Artanh", "CosineTemperature", "HardNegatives",
     "PairwiseLoss", "ContrastiveLoss", "InfoNCE", "SINCERE", "SupCon", "TemperatureFree",
     "DySTreSS", "HardContrastive", "SimpleLoss", "HardSimple",
+    "DCL", "DCLW", "MACL", "LearnedTemperature", "ScheduledTemperature",
     "LOSSES", "make_loss", "two_views", "pair_masks", "Pairs", "masked_logsumexp",
     "DENOMINATORS", "REDUCTIONS", "Reduction",
 ]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS = ("mean", "sum", "none")
-DENOMINATORS = ("positive+negatives", "all")
+DENOMINATORS = ("positive+negatives", "all", "negatives")
 
 
 #: The smallest temperature a loss accepts: ``4 / float32.max`` (about 1.18e-38). Cosine similarities
@@ -205,7 +205,16 @@ class PairwiseLoss(nn.Module):
         if self.normalize:
             z = _unit_rows(z)
         _check_labels(labels, z.shape[0])
-        return self._loss(z @ z.T, labels)
+        return self._loss(self._similarity(z), labels)
+
+    def _similarity(self, z: Tensor) -> Tensor:
+        """The loss's one ``N x N`` matrix from the (normalised) embeddings: ``z z^T``."""
+        return z @ z.T
+
+    def _given_similarity(self, sim: Tensor) -> Tensor:
+        """What :meth:`from_similarity` makes of a given ``sim`` (itself; a loss that scales its
+        similarities, as :meth:`_similarity` does, scales it the same way)."""
+        return sim
 
     def from_similarity(self, sim: Tensor, labels: Tensor) -> Tensor:
         """The same loss from a given similarity matrix ``[N, N]`` (its diagonal is ignored)."""
@@ -215,7 +224,7 @@ class PairwiseLoss(nn.Module):
             raise ValueError(f"sim: need at least N = 2 samples, got N = {sim.shape[0]}")
         _check_labels(labels, sim.shape[0])
         _check_finite("sim", sim)
-        return self._loss(_promote(sim), labels)
+        return self._loss(self._given_similarity(_promote(sim)), labels)
 
     def _loss(self, sim: Tensor, labels: Tensor) -> Tensor:
         pairs = Pairs.from_labels(labels.to(sim.device))
@@ -244,6 +253,11 @@ class PairwiseLoss(nn.Module):
         batch's similarity matrix and its positive/negative masks. None by default; a loss with
         something of its own to show (DySTreSS: the temperatures it applied) says so here."""
         return {}
+
+    def set_progress(self, progress: float) -> None:
+        """Where training stands, ``progress`` in ``[0, 1]`` (the share of its steps done), told by
+        the trainer before every step. Ignored by default; a loss whose definition changes over
+        training (a temperature schedule) reads it here."""
 
 
 def _mean_over_positives(pair_loss: Tensor, rows: Tensor, pairs: Pairs) -> Tensor:

@@ -1,8 +1,8 @@
 """The one registry of losses by name (run configs, the command line, the symbolic oracle)."""
 from __future__ import annotations
 
-from clmini.losses.contrastive import (SINCERE, DySTreSS, HardContrastive, InfoNCE, SupCon,
-                                       TemperatureFree)
+from clmini.losses.contrastive import (DCL, DCLW, MACL, SINCERE, DySTreSS, HardContrastive, InfoNCE,
+                                       LearnedTemperature, ScheduledTemperature, SupCon, TemperatureFree)
 from clmini.losses.core import PairwiseLoss
 from clmini.losses.simple import HardSimple, SimpleLoss
 
@@ -15,6 +15,12 @@ LOSSES: dict[str, type[PairwiseLoss]] = {
     "simple": SimpleLoss,
     "hard": HardContrastive,
     "hard-simple": HardSimple,
+    # the temperature's rivals (chapter 5)
+    "dcl": DCL,
+    "dclw": DCLW,
+    "macl": MACL,
+    "learned-temperature": LearnedTemperature,
+    "scheduled-temperature": ScheduledTemperature,
 }
 
 

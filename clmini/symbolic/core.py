@@ -12,10 +12,12 @@ from clmini.losses import LOSSES, Artanh, CosineTemperature, Scaled
 
 __all__ = [
     # symbols
-    "s", "tau", "tau_min", "tau_max", "lam", "u",
-    "positive_similarities", "negative_similarities",
+    "s", "tau", "tau_min", "tau_max", "lam", "u", "progress", "periods", "alpha", "a0", "mean_positive",
+    "positive_similarities", "negative_similarities", "positive_weights",
     # logit maps
     "scaled_logit", "artanh_logit", "dystress_temperature", "dystress_logit", "LOGIT_MAPS",
+    # temperatures that are not constants
+    "scheduled_temperature", "macl_temperature", "temperature_derivative",
     # one anchor's loss
     "AnchorLoss", "AnchorValue", "LOSS_NAMES", "anchor_loss", "evaluate_anchor", "lambdify",
 ]
@@ -31,6 +33,13 @@ tau_min, tau_max = sp.symbols("tau_min tau_max", positive=True)
 lam = sp.Symbol("lambda", nonnegative=True)
 #: ``u = 1 / tau``: the expansion variable around ``tau = infinity`` (eq. 7).
 u = sp.Symbol("u", positive=True)
+#: Training progress ``p`` in [0, 1] and the cycles of a temperature schedule over it (Kukleva et al.).
+progress = sp.Symbol("p", nonnegative=True)
+periods = sp.Symbol("k", positive=True)
+#: MACL's temperature slope, reference alignment and the batch's mean positive similarity ``A``.
+alpha = sp.Symbol("alpha", nonnegative=True)
+a0 = sp.Symbol("A_0", real=True)
+mean_positive = sp.Symbol("A", real=True)
 
 # Keyword names accepted for parameter values (``temperature`` as the losses spell it).
 _PARAMETERS = {"tau": tau, "temperature": tau, "tau_min": tau_min, "tau_max": tau_max, "lam": lam}
@@ -44,6 +53,12 @@ def positive_similarities(n: int) -> tuple[sp.Symbol, ...]:
 def negative_similarities(n: int) -> tuple[sp.Symbol, ...]:
     """``(s_n1, ..., s_nn)``: the anchor's similarities to its negatives."""
     return tuple(sp.Symbol(f"s_n{k}", real=True) for k in range(1, n + 1))
+
+
+def positive_weights(n: int) -> tuple[sp.Symbol, ...]:
+    """``(w_p1, ..., w_pn)``: constant weights of the anchor's positive terms (DCLW's von Mises-Fisher
+    weights, MACL's reweighting ``V``), computed from the whole batch and detached."""
+    return tuple(sp.Symbol(f"w_p{k}", real=True) for k in range(1, n + 1))
 
 
 def _pair_temperature(x: sp.Symbol) -> sp.Symbol:
@@ -81,6 +96,23 @@ def dystress_temperature(x: sp.Expr = s, form: str = "cos") -> sp.Expr:
 def dystress_logit(x: sp.Expr = s) -> sp.Expr:
     """``l(s) = s / tau(s)``, the temperature depending on the pair's own similarity."""
     return x / dystress_temperature(x)
+
+
+def scheduled_temperature(p: sp.Expr = progress) -> sp.Expr:
+    """Kukleva et al.'s cosine schedule over training progress ``p``:
+    ``tau_min + (tau_max - tau_min) (1 + cos(2 pi k p)) / 2`` (``k``: cycles over the run)."""
+    return tau_min + (tau_max - tau_min) * (1 + sp.cos(2 * sp.pi * periods * p)) / 2
+
+
+def macl_temperature(a: sp.Expr = mean_positive) -> sp.Expr:
+    """MACL's batch temperature ``tau_0 (1 + alpha (A - A_0))``, ``tau_0`` written ``tau``."""
+    return tau * (1 + alpha * (a - a0))
+
+
+def temperature_derivative(loss: "AnchorLoss") -> sp.Expr:
+    """``dL/dtau`` of an anchor's loss: with ``tau = e^{-theta}`` (a learned log-scale ``theta``),
+    ``dL/dtheta = -tau dL/dtau``."""
+    return sp.diff(loss.explicit, tau)
 
 
 #: The logit maps by the name the chapters use.
@@ -172,6 +204,19 @@ def _contrastive(logit: Callable, positives, negatives, denominator: str) -> sp.
     return sp.Add(*terms) / len(positives)
 
 
+def _decoupled(logit: Callable, positives, negatives, weights) -> sp.Expr:
+    """DCL for one anchor: ``(1/|P|) sum_p (-w_p l(s_p) + log sum_n e^{l(s_n)})`` (``w_p = 1``: DCL)."""
+    log_repulsion = sp.log(sp.Add(*(sp.exp(logit(x)) for x in negatives)))
+    return sp.Add(*(-w * logit(p) + log_repulsion for p, w in zip(positives, weights))) / len(positives)
+
+
+def _reweighted(logit: Callable, positives, negatives, weights) -> sp.Expr:
+    """MACL for one anchor: ``(1/|P|) sum_p V_p (-log(e^{l(s_p)} / (e^{l(s_p)} + sum_n e^{l(s_n)})))``."""
+    repulsion = sp.Add(*(sp.exp(logit(x)) for x in negatives))
+    return sp.Add(*(-w * sp.log(sp.exp(logit(p)) / (sp.exp(logit(p)) + repulsion))
+                    for p, w in zip(positives, weights))) / len(positives)
+
+
 def _simple(positives, negatives, weight) -> sp.Expr:
     """Wang & Liu eq. 3 for one anchor: ``-(1/|P|) sum_p s_p + lambda sum_n s_n``."""
     return -sp.Add(*positives) / len(positives) + weight * sp.Add(*negatives)
@@ -186,9 +231,21 @@ def _anchor_loss(name: str, n_pos: int, n_neg: int, detach: bool) -> AnchorLoss:
                          f"got n_pos={n_pos}, n_neg={n_neg}")
     positives, negatives = positive_similarities(n_pos), negative_similarities(n_neg)
     temperatures: tuple = ()
-    if name in ("infonce", "sincere", "hard"):
-        # "hard" takes the already selected hardest negatives: the formula is InfoNCE's (eq. 9).
+    if name in ("dcl", "dclw", "macl") and n_neg < 1:
+        raise ValueError(f"{name}: the decoupled and reweighted losses need n_neg >= 1, got {n_neg}")
+    if name in ("infonce", "sincere", "hard", "learned-temperature", "scheduled-temperature"):
+        # "hard" takes the already selected hardest negatives: the formula is InfoNCE's (eq. 9); the
+        # learned and the scheduled temperature are InfoNCE's at the temperature of the step.
         expr, params = _contrastive(scaled_logit, positives, negatives, "positive+negatives"), (tau,)
+    elif name == "dcl":
+        expr, params = _decoupled(scaled_logit, positives, negatives, [1] * n_pos), (tau,)
+    elif name == "dclw":
+        weights = positive_weights(n_pos)
+        expr, params = _decoupled(scaled_logit, positives, negatives, weights), (tau, *weights)
+    elif name == "macl":
+        # tau is the batch temperature tau_A (macl_temperature), the weights V_p = 1 / (1 - p_p + eps)
+        weights = positive_weights(n_pos)
+        expr, params = _reweighted(scaled_logit, positives, negatives, weights), (tau, *weights)
     elif name == "supcon":
         expr, params = _contrastive(scaled_logit, positives, negatives, "all"), (tau,)
     elif name == "temperature-free":
@@ -238,12 +295,16 @@ def evaluate_anchor(name: str, s_pos: Sequence[float], s_neg: Sequence[float], *
     """Value and gradient of one anchor's loss at the given similarities, in ``dps``-digit arithmetic.
 
     ``values`` gives the parameters (``tau``/``temperature``, ``tau_min``, ``tau_max``, ``lam``;
-    ``lam=None`` or missing means the default ``1 / (len(s_neg) + 1)``). The inputs are taken as the
+    ``lam=None`` or missing means the default ``1 / (len(s_neg) + 1)``; ``weights``: one per
+    positive, for ``"dclw"`` and ``"macl"``). The inputs are taken as the
     exact binary numbers they are (a float64 similarity matrix's entries), so the result is the
     exact loss of those inputs, correctly rounded to float64 up to ~1e-30 relative error.
     """
     params, value_fn, grad_fn, _ = _compiled(name, len(s_pos), len(s_neg), bool(detach))
+    weights = values.pop("weights", None)
     given = {_PARAMETERS[k]: v for k, v in values.items()}
+    if weights is not None:
+        given.update(zip(positive_weights(len(s_pos)), weights))
     if lam in params and given.get(lam) is None:
         given[lam] = mpmath.mpf(1) / (len(s_neg) + 1)
     missing = [p for p in params if p not in given]

@@ -21,6 +21,7 @@ from clmini.engine.config import TrainConfig
 from clmini.engine.models import build_model
 from clmini.engine.runs import load_run, train_or_load
 from clmini.engine.trainer import Trainer, learning_rate
+from clmini.losses import ScheduledTemperature
 from engine_helpers import StepCounter, killed_at_checkpoint, pattern_data, write_fashion_mnist
 from engine_helpers import tiny_config as tiny
 
@@ -144,6 +145,43 @@ def test_every_loss_trains(tmp_path, data):
         run = train_or_load(tiny(epochs=1, loss=loss, loss_args=args, mode=mode), tmp_path, device="cpu",
                             data=data, progress=False)
         assert torch.isfinite(torch.tensor(run.history[1]["loss"]))
+
+
+def test_the_rivals_train_and_record_their_temperature(tmp_path, data):
+    """DCL/DCLW/MACL train; MACL's batch temperature, the learned one and the scheduled one are in
+    the history; the learned temperature moves (trained, without weight decay) and the schedule
+    follows the training progress the engine tells it."""
+    for loss, args in (("dcl", {}), ("dclw", {}), ("macl", {}), ("learned-temperature", {"initial_temperature": 0.2}),
+                       ("scheduled-temperature", {"tau_min": 0.1, "tau_max": 0.5})):
+        run = train_or_load(tiny(epochs=2, loss=loss, loss_args=args, weight_decay=0.5), tmp_path, device="cpu",
+                            data=data, progress=False)
+        assert all(math.isfinite(record["loss"]) for record in run.history[1:]), loss
+        if loss in ("dcl", "dclw"):
+            assert "tau" not in run.history[1]
+            continue
+        taus = [record["tau"] for record in run.history[1:]]
+        if loss == "macl":
+            assert all(0.1 * 0.5 <= t <= 0.1 * 1.5 for t in taus)
+        if loss == "learned-temperature":
+            assert taus[0] != pytest.approx(0.2, abs=1e-6) and taus[0] != taus[1]
+        if loss == "scheduled-temperature":
+            # each epoch's mean of tau(p) at the progress p = step / steps of each of its steps
+            schedule, steps = ScheduledTemperature(**args), run.metrics["steps_per_epoch"]
+            expected = [sum(schedule.temperature_at((e * steps + k) / (2 * steps)) for k in range(steps)) / steps
+                        for e in range(2)]
+            assert taus == pytest.approx(expected, rel=1e-6) and taus[0] > taus[1]
+    trainer = Trainer(tiny(loss="learned-temperature", weight_decay=0.5), data, torch.device("cpu"))
+    scalar_groups = [g for g in trainer.optimizer.param_groups if any(p.dim() == 0 for p in g["params"])]
+    assert len(scalar_groups) == 1 and scalar_groups[0]["weight_decay"] == 0.0
+
+
+def test_a_learned_temperature_resumes_exactly(tmp_path, data, monkeypatch):
+    config = tiny(epochs=2, loss="learned-temperature")
+    reference = train_or_load(config, tmp_path / "a", device="cpu", data=data, progress=False)
+    with killed_at_checkpoint(monkeypatch, 3):
+        train_or_load(config, tmp_path / "b", device="cpu", data=data, progress=False, checkpoint_every=0)
+    resumed = train_or_load(config, tmp_path / "b", device="cpu", data=data, progress=False)
+    assert resumed.history == reference.history
 
 
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path, data):

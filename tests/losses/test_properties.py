@@ -49,6 +49,22 @@ def loss_params(draw, name: str, dtype: torch.dtype) -> dict:
         positive = draw(st.one_of(st.none(), temperatures))
         return {"tau_min": tau_min, "tau_max": tau_max, "detach": draw(st.booleans()),
                 "positive_temperature": positive}
+    if name == "dcl":
+        return {"temperature": draw(temperatures)}
+    if name == "dclw":
+        return {"temperature": draw(temperatures), "sigma": draw(temperatures)}
+    if name == "macl":
+        a0 = draw(st.floats(-1.0, 1.0))
+        alpha = draw(st.floats(0.0, min(10.0, 0.99 / (1 + a0)))) if a0 > -1 else draw(st.floats(0.0, 10.0))
+        # the lowest batch temperature, tau_0 (1 - alpha (1 + a0)), must be a legal temperature too
+        tau0 = max(draw(temperatures), 2 * MIN_TEMPERATURE / max(1 - alpha * (1 + a0), 1e-300))
+        return {"temperature": min(tau0, 10.0), "alpha": alpha, "a0": a0}
+    if name == "learned-temperature":
+        tau = draw(temperatures)
+        return {"initial_temperature": tau, "max_scale": min(1 / tau * draw(st.floats(1.0, 100.0)), 1 / MIN_TEMPERATURE)}
+    if name == "scheduled-temperature":
+        tau_min, tau_max = sorted([draw(temperatures), draw(temperatures)])
+        return {"tau_min": tau_min, "tau_max": tau_max, "periods": draw(st.floats(0.1, 5.0))}
     lam = {"lam": draw(st.one_of(st.none(), st.floats(0.0, 10.0)))}
     if name == "hard-simple":
         return {**lam, **draw(hard_selection())}
@@ -108,6 +124,16 @@ def logit_slope(name: str, params: dict, sim: torch.Tensor, ds: float) -> float:
         slope = 1 / lo + math.pi / 2 * (hi - lo) / lo / lo  # |(tau - s tau') / tau^2|
         positive = params["positive_temperature"]
         return slope if positive is None else max(slope, 1 / positive)
+    if name == "dclw":  # |w_p| <= N, and the weights move with the similarities through softmax(s / sigma)
+        n = sim.shape[0]
+        return n / params["temperature"] * (1 + 1 / params["sigma"])
+    if name == "macl":  # the batch temperature is at least tau_0 (1 - alpha (1 + a0)), and moves with A
+        low = params["temperature"] * (1 - params["alpha"] * (1 + params["a0"]))
+        return (1 + params["alpha"] * params["temperature"] / low) / low
+    if name == "learned-temperature":
+        return min(1 / params["initial_temperature"], params["max_scale"]) * (1 + 1e-6)
+    if name == "scheduled-temperature":
+        return 1 / params["tau_min"]
     return 1 / params["temperature"]
 
 
@@ -152,6 +178,10 @@ def check_loss(name: str, params: dict, z: torch.Tensor, labels: torch.Tensor, r
     loss = make_loss(name, reduction=reduction, **params)
     if bool((torch.unique(labels, return_counts=True)[1] < 2).all()):
         with pytest.raises(ValueError, match="no positive pair"):
+            loss(z, labels)
+        return
+    if getattr(loss, "denominator", None) == "negatives" and len(torch.unique(labels)) == 1:
+        with pytest.raises(ValueError, match="has no negative"):  # DCL: the log of an empty sum
             loss(z, labels)
         return
     z = z.detach().clone().requires_grad_(True)
