@@ -32,12 +32,12 @@ def test_the_simclr_chapters_share_one_base_run():
     """Chapters 1-3 declare no base-run value of their own: they change SIMCLR_BASE through `simclr`."""
     from clmini.study.experiments import SIMCLR_BASE
 
-    for stem in ("01_infonce_temperature", "02_temperature_free", "03_dystress"):
+    for stem in ("01_infonce_temperature", "02_temperature_free", "03_dystress", "05_head_to_head"):
         parameters = read_parameters(REPO / "notebooks" / f"{stem}.md")
         assert parameters["simclr"].default == {}
         assert not set(SIMCLR_BASE) & set(parameters), f"{stem} declares base-run fields itself"
     # equal changes under every profile: chapters 2 and 3 reuse chapter 1's runs
-    simclr_chapters = ("01_infonce_temperature", "02_temperature_free", "03_dystress")
+    simclr_chapters = ("01_infonce_temperature", "02_temperature_free", "03_dystress", "05_head_to_head")
     for profile in {p for stem in simclr_chapters for p in PROFILES[stem]}:
         shared = {stem: [PROFILES[stem].get(profile, {}).get(name) for name in ("simclr", "dataset", "arch", "optimizer")]
                   for stem in simclr_chapters}
