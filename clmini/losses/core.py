@@ -191,6 +191,17 @@ class PairwiseLoss(nn.Module):
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Loss of a batch: ``embeddings`` ``[N, D]`` float, ``labels`` ``[N]`` int (equal = positive)."""
+        return self._loss(self._similarity(self._unit_embeddings(embeddings, labels)), labels)
+
+    def anchor_losses(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Each anchor's loss ``[N]`` (0 without a positive) and which anchors have a positive ``[N]``,
+        whatever ``reduction`` says: what a caller needs to reduce over a part of the anchors itself
+        (:mod:`clmini.engine.distributed`: the anchors of one process, against every process's samples)."""
+        sim = self._similarity(self._unit_embeddings(embeddings, labels))
+        return self._anchor_values(sim, labels)
+
+    def _unit_embeddings(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The checked embeddings, promoted and (with ``normalize``) made unit rows."""
         if not isinstance(embeddings, Tensor) or embeddings.dim() != 2:
             shape = list(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
             raise ValueError(f"embeddings must be a 2-D tensor [N, D], got {shape}")
@@ -205,7 +216,7 @@ class PairwiseLoss(nn.Module):
         if self.normalize:
             z = _unit_rows(z)
         _check_labels(labels, z.shape[0])
-        return self._loss(self._similarity(z), labels)
+        return z
 
     def _similarity(self, z: Tensor) -> Tensor:
         """The loss's one ``N x N`` matrix from the (normalised) embeddings: ``z z^T``."""
@@ -226,7 +237,7 @@ class PairwiseLoss(nn.Module):
         _check_finite("sim", sim)
         return self._loss(self._given_similarity(_promote(sim)), labels)
 
-    def _loss(self, sim: Tensor, labels: Tensor) -> Tensor:
+    def _anchor_values(self, sim: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         pairs = Pairs.from_labels(labels.to(sim.device))
         has_positive = pairs.n_positives > 0
         if not bool(has_positive.any()):
@@ -234,7 +245,10 @@ class PairwiseLoss(nn.Module):
                              "self-supervised batches need two views per instance")
         if self.hard_negatives is not None:
             pairs.thresholds, pairs.n_negatives = self.hard_negatives.select(sim, pairs)
-        per_anchor = torch.where(has_positive, self.per_anchor(sim, pairs), 0.0)
+        return torch.where(has_positive, self.per_anchor(sim, pairs), 0.0), has_positive
+
+    def _loss(self, sim: Tensor, labels: Tensor) -> Tensor:
+        per_anchor, has_positive = self._anchor_values(sim, labels)
         if self.reduction == "none":
             return per_anchor
         if self.reduction == "sum":
