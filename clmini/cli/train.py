@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clmini.engine import (ARCHS, DATASETS, MODES, MONITORS, OBJECTIVES, OPTIMIZERS, PRECISIONS, AugmentConfig,
                            TrainConfig, load_run, loss_arguments, train_or_load)
-from clmini.engine import rundir
+from clmini.engine import distributed, resolve_device, rundir
 from clmini.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED
 from clmini.losses import LOSSES
 
@@ -196,6 +196,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except (ValueError, TypeError, OSError) as err:
         args._parser.error(_as_option(str(err)))  # exits with status 2 and the usage line
+    # Under torchrun (WORLD_SIZE > 1) this process joins the group and trains its share of each batch;
+    # the run, its directory and its hash are those of one process (clmini.engine.distributed).
+    parallel = distributed.init_from_env(resolve_device(args.device))
     try:
         run = train_or_load(config, args.runs_dir, device=args.device, root=args.root,
                             download=args.download, progress=not args.no_progress,
@@ -203,8 +206,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"run: {run.dir}")
-    print(format_metrics(run.metrics))
+    finally:
+        if parallel:
+            distributed.destroy()
+    if distributed.rank_from_env() == 0:
+        print(f"run: {run.dir}")
+        print(format_metrics(run.metrics))
     return 0
 
 

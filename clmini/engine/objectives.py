@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clmini.engine.hooks import Batch
+from clmini.engine.distributed import gathered_loss
 from clmini.losses import make_loss
 from clmini.metrics import encode
 
@@ -49,7 +50,8 @@ class Contrastive(Objective):
         self.contrastive_loss = make_loss(config.loss, **config.loss_args)
 
     def loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
-        return self.contrastive_loss(outputs.float(), labels)
+        # with several processes, this process's anchors against every process's embeddings
+        return gathered_loss(self.contrastive_loss, outputs.float(), labels)
 
     def batch_statistics(self, batch: Batch) -> dict[str, Tensor]:
         return self.contrastive_loss.batch_statistics(batch.sim, batch.positives, batch.negatives)

@@ -11,6 +11,7 @@ baseline) goes through the same path.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from clmini.engine import rundir, store
+from clmini.engine import distributed, rundir, store
 from clmini.engine.config import ENGINE_VERSION, TrainConfig
 from clmini.engine.data import ImageData, load_dataset
 from clmini.engine.device import native_bf16, resolve_device
@@ -226,6 +227,9 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
     if found is not None:
         return _ledger(load_published(found), "published")
     run_dir = Path(runs_dir or default_runs_dir()) / config.hash
+    if distributed.world_size() > 1:
+        return _train_or_load_parallel(config, run_dir, device=device, root=root, download=download,
+                                       progress=progress, checkpoint_every=checkpoint_every, data=data)
     try:  # a finished run needs no lock (its files only ever appear whole): a read-only cache works
         return _ledger(load_run(run_dir, config.hash), "cache")
     except rundir.CorruptRun:
@@ -237,23 +241,72 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
         except rundir.CorruptRun as err:
             if (run_dir / rundir.METRICS).exists():
                 rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), str(err))
-        device = resolve_device(device)
-        if config.precision == "bf16" and not native_bf16(device):
-            warnings.warn(f"run {config.hash} computes in bf16 (its config says so) but {device} has no "
-                          f"native bf16: expect it to be slower than fp32", stacklevel=2)
-        rundir.atomic_write_json(run_dir / rundir.CONFIG, {"hash": config.hash, "engine_version": ENGINE_VERSION,
-                                                       "config": config.to_dict()})
-        if data is None:
-            data = load_dataset(config.dataset, root, download=download, device=device)
-        elif data.name != config.dataset:
-            raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
-        data = data.to(device)
+        device = _start(config, run_dir, device)
+        data = _data(config, data, root, download, device)
         trainer = _resume(lambda: Trainer(config, data, device), run_dir)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
         trainer.fit(lambda: rundir.atomic_torch_save(run_dir / rundir.CHECKPOINT, trainer.state_dict()),
                     rundir.periodic(checkpoint_every, time.monotonic), progress)
         _finish(trainer, run_dir, device)
+    return _ledger(load_run(run_dir, config.hash), "trained")
+
+
+def _start(config: TrainConfig, run_dir: Path, device) -> torch.device:
+    """The run's device, its config written into the run directory (by the caller, which holds the lock)."""
+    device = resolve_device(device)
+    if config.precision == "bf16" and not native_bf16(device):
+        warnings.warn(f"run {config.hash} computes in bf16 (its config says so) but {device} has no "
+                      f"native bf16: expect it to be slower than fp32", stacklevel=3)
+    rundir.atomic_write_json(run_dir / rundir.CONFIG, {"hash": config.hash, "engine_version": ENGINE_VERSION,
+                                                   "config": config.to_dict()})
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    return device
+
+
+def _data(config: TrainConfig, data: ImageData | None, root, download: bool, device: torch.device) -> ImageData:
+    if data is None:
+        data = load_dataset(config.dataset, root, download=download, device=device)
+    elif data.name != config.dataset:
+        raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
+    return data.to(device)
+
+
+def _train_or_load_parallel(config: TrainConfig, run_dir: Path, *, device, root, download: bool, progress: bool,
+                            checkpoint_every: float, data: ImageData | None) -> Run:
+    """:func:`train_or_load` in one of several processes (torchrun). Process 0 owns the run directory:
+    it holds the lock, decides whether the run is finished or resumable, writes every checkpoint
+    and the results; the others train beside it from the same state and read the finished run."""
+    leader = distributed.rank() == 0
+    finished = None
+    if leader:
+        try:
+            finished = load_run(run_dir, config.hash)
+        except rundir.CorruptRun:
+            pass
+    if distributed.broadcast(finished is not None):
+        distributed.barrier()
+        return _ledger(load_run(run_dir, config.hash), "cache")
+    device = distributed.local_device(resolve_device(device))
+    with contextlib.ExitStack() as stack:
+        state = None
+        data = _data(config, data, root, download, device)
+        if leader:
+            rundir.make_run_dir(run_dir)
+            stack.enter_context(rundir.locked(run_dir))
+            if (run_dir / rundir.METRICS).exists():  # a corrupt finished run: redone
+                rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), "not a complete run")
+            _start(config, run_dir, device)
+            if (run_dir / rundir.CHECKPOINT).exists():  # checked on a trainer of this process alone
+                state = _resume(lambda: Trainer(config, data, device, parallel=False), run_dir).state_dict()
+        trainer = Trainer(config, data, device)
+        state = distributed.broadcast(state)  # the leader's checked checkpoint, or None: start
+        if state is not None:
+            trainer.load_state_dict(state)
+        trainer.fit(lambda: rundir.atomic_torch_save(run_dir / rundir.CHECKPOINT, trainer.state_dict()) if leader
+                    else None, rundir.periodic(checkpoint_every, time.monotonic), progress and leader)
+        if leader:
+            _finish(trainer, run_dir, device)
+        distributed.barrier()
     return _ledger(load_run(run_dir, config.hash), "trained")
 
 
@@ -288,7 +341,7 @@ def _finish(trainer: Trainer, run_dir: Path, device: torch.device) -> None:
     metrics.update(
         config_hash=config.hash, engine_version=ENGINE_VERSION, precision=config.precision,
         final_loss=trainer.history[-1].get("loss"), epochs_trained=trainer.epoch,
-        steps_per_epoch=trainer.steps_per_epoch, device=str(device),
+        steps_per_epoch=trainer.steps_per_epoch, device=str(device), world_size=trainer.world,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         torch_version=torch.__version__, train_seconds=trainer.train_seconds,
         eval_seconds=time.perf_counter() - start, sha256=rundir.digests(run_dir))

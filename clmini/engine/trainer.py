@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from clmini.engine import rundir
+from clmini.engine import distributed, rundir
 from clmini.engine.augment import augment
 from clmini.engine.config import TrainConfig
 from clmini.engine.data import ImageData, class_balanced_batches
@@ -57,7 +57,7 @@ class Trainer:
     needed to continue from there (weights, optimiser, the epoch's running sums, the history).
     """
 
-    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
+    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device, parallel: bool = True):
         """``data``: the whole data set on ``device``. Training uses its ``n_train`` subset (of
         ``config.classes`` when given); monitoring and the final evaluation use the whole train
         split (of those classes) as labelled reference."""
@@ -74,6 +74,17 @@ class Trainer:
         # measured on the CPU); float32 ones do not (5 % slower), so they stay contiguous.
         self.memory_format = torch.channels_last if config.precision == "bf16" else torch.contiguous_format
         self.model: ContrastiveNet = model.to(device, memory_format=self.memory_format)
+        # Several processes (torchrun): each trains on its share of every global batch, batch norm
+        # over the global batch, gradients averaged by DDP (clmini.engine.distributed derives why the
+        # result is the single-process one). The number of processes is not part of the config.
+        self.world = distributed.world_size() if parallel else 1
+        self.parallel: torch.nn.Module = self.model
+        if self.world > 1:
+            if config.batch_size % self.world:
+                raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.world} processes")
+            self.model = distributed.sync_batch_norm(self.model, device)
+            self.parallel = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.objective = make_objective(config, data.n_classes).to(device)
         # The network's parameters, then the objective's own (a classifier, a learned temperature), if
         # any; scalar ones (a learned temperature) without weight decay, as CLIP trains its logit scale.
@@ -124,8 +135,10 @@ class Trainer:
         images = self.train_data.train_x[index]
         views = augment(torch.cat([images, images]), generator, self.config.augment)
         labels = self.batch_labels(index)
+        if self.world > 1:  # every process draws the global batch and its views; each keeps its share
+            views, labels = views[self.share(index.numel())], labels[self.share(index.numel())]
         with autocast(self.device, self.config.precision):
-            z = self.model(views.contiguous(memory_format=self.memory_format))
+            z = self.parallel(views.contiguous(memory_format=self.memory_format))
             outputs = self.objective(z)
         try:
             loss = self.objective.loss(outputs, labels)  # float32, whatever autocast did
@@ -145,13 +158,24 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients_(self.objective.parameters())  # DDP averages the network's
         self.optimizer.step()
         for name, value in self.step_statistics(loss.detach(), z.detach().float(), labels).items():
             self.sums[name] = self.sums[name] + value if name in self.sums else value
 
+    def share(self, n_images: int) -> Tensor:
+        """This process's rows of a global batch of ``n_images`` images' two views: its slice of each view."""
+        if n_images % self.world:
+            raise ValueError(f"a batch of {n_images} images cannot be split over {self.world} processes")
+        mine = torch.arange(n_images // self.world, device=self.device) + distributed.rank() * (n_images // self.world)
+        return torch.cat([mine, mine + n_images])
+
     def step_statistics(self, loss: Tensor, z: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Loss and mean positive/negative similarity of a batch, and what the objective adds
-        (float64 0-d tensors)."""
+        (float64 0-d tensors); with several processes, of the global batch."""
+        if self.world > 1:
+            loss = distributed.gather(loss.reshape(1)).sum() / self.world  # the shares add up to K times the mean
+            z, labels = distributed.gather(z), distributed.gather(labels)
         z = torch.nn.functional.normalize(z, dim=1)
         sim = z @ z.T
         positives, negatives = pair_masks(labels)

@@ -118,3 +118,105 @@ def test_one_process_is_the_plain_loss():
     assert torch.equal(gathered_loss(loss, z, labels), loss(z, labels))
     with pytest.raises(ValueError, match="reduction must be 'mean'"):
         gathered_loss(make_loss("infonce", reduction="sum"), z, labels)
+
+
+# ----------------------------------------------------------------------------- a data-parallel run
+PRETRAIN = textwrap.dedent("""
+    import os, sys, torch
+    sys.path.insert(0, {tests!r})
+    from engine_helpers import pattern_data, tiny_config
+    from clmini.engine import distributed, train_or_load
+    assert distributed.init_from_env(torch.device("cpu"))
+    config = tiny_config(precision="fp32", **{changes!r})
+    run = train_or_load(config, {runs!r}, device="cpu", data=pattern_data(n_train=128, n_test=64), progress=False)
+    assert run.metrics["world_size"] == 2, run.metrics.get("world_size")
+""")
+
+
+def run_ranks(script: str, tmp: Path, port: int) -> None:
+    env = {**__import__("os").environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(WORLD),
+           "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(WORLD)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(errors)[-4000:]
+
+
+@pytest.mark.parametrize("changes", [{"epochs": 2}, {"epochs": 1, "mode": "supervised", "loss": "supcon"},
+                                     {"epochs": 1, "loss": "learned-temperature"}],
+                         ids=["simclr", "supervised", "learned-temperature"])
+def test_a_two_process_run_ends_where_one_process_ends(tmp_path, changes):
+    """Two gloo processes on one global batch: the same weights, history and metrics as one process
+    (float32 tolerance: the sums are formed in another order), the run's hash and directory as one
+    process's, and world_size recorded."""
+    from clmini.engine import load_run, train_or_load
+    from engine_helpers import pattern_data, tiny_config
+
+    config = tiny_config(precision="fp32", **changes)
+    single = train_or_load(config, tmp_path / "one", device="cpu", data=pattern_data(n_train=128, n_test=64),
+                           progress=False)
+    script = PRETRAIN.format(tests=str(Path(__file__).parents[1]), changes=changes, runs=str(tmp_path / "two"))
+    run_ranks(script, tmp_path, port=29500 + sum(map(ord, str(changes))) % 400)
+    double = load_run(tmp_path / "two" / config.hash, config.hash)
+    assert double.metrics["world_size"] == 2 and single.metrics["world_size"] == 1
+    weights = [torch.load(run.dir / "weights.pt", weights_only=True) for run in (single, double)]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        if weights[0][key].dtype.is_floating_point:
+            torch.testing.assert_close(weights[1][key], weights[0][key], rtol=2e-3, atol=2e-4, msg=key)
+    for a, b in zip(single.history, double.history):
+        for key in a:
+            if isinstance(a[key], float):
+                assert b[key] == pytest.approx(a[key], rel=2e-3, abs=2e-3), (key, a[key], b[key])
+    for key in ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment"):
+        assert double.metrics[key] == pytest.approx(single.metrics[key], abs=0.02), key
+
+
+def test_torchrun_pretrain_then_a_killed_rank_resumes(tmp_path):
+    """The command users type: torchrun with 2 CPU processes runs `clmini pretrain`; one rank is
+    killed (-9) mid-run, the job dies, the same command resumes from process 0's last checkpoint and
+    ends with the run a single uninterrupted one gives."""
+    import json
+    import os
+    import signal
+    import time
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from engine_helpers import write_fashion_mnist
+
+    root = tmp_path / "data"
+    write_fashion_mnist(root, n_train=512, n_test=64)
+    args = ["pretrain", "--epochs", "3", "--batch-size", "32", "--width", "4", "--proj-dim", "16",
+            "--monitor-train-size", "64", "--monitor-test-size", "32", "--knn-k", "20", "--probe-iters", "20",
+            "--precision", "fp32", "--root", str(root), "--no-progress", "--checkpoint-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(runs: Path, port: int):
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                 "--master_port", str(port), "-m", "clmini", *args, "--runs-dir", str(runs)],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+    job = torchrun(tmp_path / "runs", 29911)
+    deadline = time.time() + 300
+    checkpoints = lambda: list((tmp_path / "runs").glob("*/checkpoint.pt"))  # noqa: E731
+    while not checkpoints() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert checkpoints(), job.communicate()[1][-3000:]
+    workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "clmini"], capture_output=True, text=True).stdout.split()
+    os.kill(int(workers[-1]), signal.SIGKILL)  # one rank dies; torchrun ends the job
+    job.communicate(timeout=300)
+    assert job.returncode != 0 and not list((tmp_path / "runs").glob("*/metrics.json"))
+
+    resumed = torchrun(tmp_path / "runs", 29912)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    run_dir = Path(out.splitlines()[0].split("run: ")[-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and out.count("run: ") == 1  # only process 0 reports
+
+    whole = torchrun(tmp_path / "uninterrupted", 29913)
+    assert whole.wait(timeout=600) == 0
+    reference = json.loads((tmp_path / "uninterrupted" / run_dir.name / "metrics.json").read_text())
+    for key in ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "final_loss"):
+        assert metrics[key] == pytest.approx(reference[key], rel=1e-9, abs=1e-9), key
