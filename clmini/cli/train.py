@@ -113,6 +113,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train (or load from the run cache) one contrastive pre-training run and print "
                     "its metrics. Example: python -m clmini pretrain --loss infonce --temperature 0.5 "
                     "--dataset fashion-mnist --epochs 5")
+    _add_run_options(pretrain)
+    pretrain.set_defaults(func=cmd_pretrain, _parser=pretrain)
+
+    sweep = subparsers.add_parser(
+        "sweep", help="train many runs with several workers sharing the run cache",
+        description="Train a set of runs with N worker processes (one per GPU, several per GPU, or CPU "
+                    "processes); processes on other machines that share --runs-dir may join with the same "
+                    "command. Workers claim runs through locks in the run directories: no run is trained "
+                    "twice, and a killed worker's run is resumed by another. The runs: the config the "
+                    "options describe, one per combination of the --grid values, and/or those of --plan. "
+                    "Example: python -m clmini sweep --workers 2 --grid temperature=0.1,0.2,0.5 "
+                    "--grid seed=0,1,2 --epochs 3")
+    sweep.add_argument("--plan", type=Path, action="append", default=[],
+                       help="a JSON file of configs: a list (or one per line) of config objects or runs' "
+                            "config.json contents; repeatable")
+    sweep.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                       help="vary an option over values (JSON or plain words), e.g. temperature=0.1,0.5; repeatable")
+    sweep.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default: 1)")
+    sweep.add_argument("--devices", nargs="+", default=None,
+                       help="devices of the workers, assigned in turn (default: --device for all)")
+    _add_run_options(sweep)
+    sweep.set_defaults(func=cmd_sweep, _parser=sweep)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="print the metrics of a finished run",
+        description="Check a run directory (complete, files matching their digests) and print its "
+                    "metrics and per-epoch history.")
+    evaluate.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/<hash>")
+    evaluate.add_argument("--json", action="store_true", help="print metrics.json as it is")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _add_run_options(pretrain: argparse.ArgumentParser) -> None:
+    """The options that describe a run and where it trains (pretrain, sweep)."""
     pretrain.add_argument("--config", type=Path, default=None,
                           help="start from a JSON config (a run's config.json or a dict of fields); "
                                "options given here override it")
@@ -139,15 +173,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rt.add_argument("--checkpoint-every", type=_seconds, default=60.0,
                     help="seconds between mid-epoch checkpoints (default: 60)")
     rt.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pretrain.set_defaults(func=cmd_pretrain, _parser=pretrain)
-
-    evaluate = subparsers.add_parser(
-        "evaluate", help="print the metrics of a finished run",
-        description="Check a run directory (complete, files matching their digests) and print its "
-                    "metrics and per-epoch history.")
-    evaluate.add_argument("run_dir", type=Path, help="a run directory, e.g. runs/<hash>")
-    evaluate.add_argument("--json", action="store_true", help="print metrics.json as it is")
-    evaluate.set_defaults(func=cmd_evaluate)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -212,6 +237,66 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if distributed.rank_from_env() == 0:
         print(f"run: {run.dir}")
         print(format_metrics(run.metrics))
+    return 0
+
+
+def _grid_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def sweep_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    """The runs of ``clmini sweep``: the --plan files' configs, and the options' config over the --grid."""
+    import itertools
+
+    configs = []
+    for path in args.plan:
+        text = path.read_text()
+        try:
+            entries = json.loads(text)
+        except ValueError:
+            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+        for entry in entries if isinstance(entries, list) else [entries]:
+            entry = entry.get("config", entry) if isinstance(entry, dict) else entry
+            if not isinstance(entry, dict):
+                raise ValueError(f"--plan {path}: each config must be a JSON object, got {type(entry).__name__}")
+            configs.append(TrainConfig.from_dict(entry))
+    axes = []
+    for item in args.grid:
+        name, sep, values = item.partition("=")
+        if not sep or not name or not values:
+            raise ValueError(f"--grid {item!r}: expected NAME=V1,V2,...")
+        axes.append((name.replace("-", "_"), [_grid_value(v) for v in values.split(",")]))
+    if axes or not args.plan:
+        for combination in itertools.product(*(values for _, values in axes)):
+            point = argparse.Namespace(**vars(args))
+            for (name, _), value in zip(axes, combination):
+                setattr(point, name, tuple(value) if isinstance(value, list) else value)
+            configs.append(config_from_args(point))
+    unique = {config.hash: config for config in configs}
+    return list(unique.values())
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from clmini.engine.sweep import sweep
+
+    try:
+        configs = sweep_configs(args)
+    except (ValueError, TypeError, OSError) as err:
+        args._parser.error(_as_option(str(err)))
+    print(f"sweep: {len(configs)} runs, {args.workers} worker(s) here, run cache {args.runs_dir or 'runs'}", flush=True)
+    try:
+        totals = sweep(configs, args.runs_dir, workers=args.workers, devices=args.devices or [args.device],
+                       root=args.root, download=args.download, checkpoint_every=args.checkpoint_every)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"sweep: {totals['trained']} trained by this machine's workers, the others found finished")
     return 0
 
 
