@@ -147,8 +147,9 @@ def run_ranks(script: str, tmp: Path, port: int) -> None:
                          ids=["simclr", "supervised", "learned-temperature"])
 def test_a_two_process_run_ends_where_one_process_ends(tmp_path, changes):
     """Two gloo processes on one global batch: the same weights, history and metrics as one process
-    (float32 tolerance: the sums are formed in another order), the run's hash and directory as one
-    process's, and world_size recorded."""
+    within float32 rounding (the sums are formed in another order; fp32, since bf16 autocast rounds
+    the two batch-norm paths differently), the run's hash and directory as one process's, and
+    world_size recorded."""
     from clmini.engine import load_run, train_or_load
     from engine_helpers import pattern_data, tiny_config
 
@@ -163,13 +164,14 @@ def test_a_two_process_run_ends_where_one_process_ends(tmp_path, changes):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         if weights[0][key].dtype.is_floating_point:
-            torch.testing.assert_close(weights[1][key], weights[0][key], rtol=2e-3, atol=2e-4, msg=key)
+            # measured: at most 5.2e-7 apart (weights of order 0.1-0.3), i.e. float32 rounding of reordered sums
+            torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
     for a, b in zip(single.history, double.history):
         for key in a:
             if isinstance(a[key], float):
-                assert b[key] == pytest.approx(a[key], rel=2e-3, abs=2e-3), (key, a[key], b[key])
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (key, a[key], b[key])
     for key in ("knn_acc", "linear_probe_acc", "uniformity", "tolerance", "alignment"):
-        assert double.metrics[key] == pytest.approx(single.metrics[key], abs=0.02), key
+        assert double.metrics[key] == pytest.approx(single.metrics[key], rel=1e-4, abs=1e-4), key
 
 
 def test_torchrun_pretrain_then_a_killed_rank_resumes(tmp_path):
