@@ -82,13 +82,13 @@ def smoke_sized(chapter: Path, pairs: list[tuple[str, str]], data_root: Path) ->
 
 
 @pytest.mark.parametrize("chapter,pairs,text", COMMANDS, ids=[f"{c.stem}:{t[:60]}" for c, _, t in COMMANDS])
-def test_every_exercise_command_runs(chapter, pairs, text, tmp_path, monkeypatch):
+def test_every_exercise_command_runs(chapter, pairs, text, tmp_path, monkeypatch, smoke_runs):
     assert chapter.is_file(), f"the exercise names {chapter}, which does not exist"
     resolve_parameters(chapter, "quick", pairs)  # the values as written are valid for the chapter
     data_root = tmp_path / "data"
     if any(name == "data_root" for name, _ in pairs):
         write_cifar(data_root, per_file=220)  # 1,100 training images: the smoke run's subset of 512 fits
-    monkeypatch.setenv("CLMINI_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CLMINI_RUNS", str(smoke_runs))  # the session's smoke cache: the chapter's own runs are reused
     output = run_notebook(chapter, "smoke", overrides=smoke_sized(chapter, pairs, data_root),
                           output=tmp_path / f"{chapter.stem}.ipynb", progress=False)
     assert output.is_file()

@@ -313,11 +313,12 @@ def _chapters_or_skip():
 
 
 @pytest.mark.parametrize("stem", _chapters_or_skip())
-def test_every_chapter_runs_under_smoke(stem, tmp_path):
-    """The same runner as `make book`, with a private run cache so a stale one cannot hide a bug."""
+def test_every_chapter_runs_under_smoke(stem, tmp_path, smoke_runs):
+    """The same runner as `make book`, with this test session's own run cache (conftest.smoke_runs), so
+    a stale one cannot hide a bug; shared by the chapters as in a book build."""
     out = tmp_path / f"{stem}.ipynb"
     done = clmini("run", str(nbr.chapter_source(".", stem)), "--profile", "smoke", "-o", str(out),
-                  env={"CLMINI_RUNS": str(tmp_path / "runs")}, timeout=600)
+                  env={"CLMINI_RUNS": str(smoke_runs)}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not nbr.stored_errors(out)
 

@@ -82,6 +82,21 @@ def assert_close(actual: float, expected: float, what: str) -> None:
         f"{what}: clmini {actual!r} vs SymPy {expected!r} (rel. error {abs(actual - expected) / max(abs(expected), 1e-300):.2e})"
 
 
+def assert_anchor(value: float, grad_row: list[float], row: list[float], positives: list[int], negatives: list[int],
+                  name: str, what: str, **params) -> None:
+    """One anchor's loss and gradient row against ``S.evaluate_anchor`` at the same similarities; without
+    a positive, a loss of 0 and a zero gradient row. Pairs the loss does not use must get a zero gradient."""
+    expected, expected_grad = 0.0, [0.0] * len(row)
+    if positives:
+        at = S.evaluate_anchor(name, [row[j] for j in positives], [row[j] for j in negatives], **params)
+        expected = at.value
+        for j, g in zip(positives + negatives, at.grad_positives + at.grad_negatives):
+            expected_grad[j] = g
+    assert_close(value, expected, f"{what}: loss")
+    for j, g in enumerate(expected_grad):
+        assert_close(grad_row[j], g, f"{what}, dL/ds_{j}")
+
+
 @pytest.mark.parametrize("pattern", list(PATTERNS))
 @pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_value_and_gradient_equal_the_symbolic_derivation(config, pattern):
@@ -97,20 +112,9 @@ def test_value_and_gradient_equal_the_symbolic_derivation(config, pattern):
     y = labels.tolist()
     for i in range(n):
         positives = [j for j in range(n) if j != i and y[j] == y[i]]
-        negatives = [j for j in range(n) if y[j] != y[i]]
-        expected_grad = [0.0] * n
-        if not positives:
-            expected_value = 0.0
-        else:
-            negatives = select_hard(negatives, rows[i], selection)
-            at = S.evaluate_anchor(name, [rows[i][j] for j in positives], [rows[i][j] for j in negatives],
-                                   detach=detach, **params)
-            expected_value = at.value
-            for j, g in zip(positives + negatives, at.grad_positives + at.grad_negatives):
-                expected_grad[j] = g
-        assert_close(values[i].item(), expected_value, f"{pattern}, anchor {i}: loss")
-        for j in range(n):
-            assert_close(grad[i][j], expected_grad[j], f"{pattern}, dL_{i}/ds_{i}{j}")
+        negatives = select_hard([j for j in range(n) if y[j] != y[i]], rows[i], selection)
+        assert_anchor(values[i].item(), grad[i], rows[i], positives, negatives, name, f"{pattern}, anchor {i}",
+                      detach=detach, **params)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
