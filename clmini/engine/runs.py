@@ -83,14 +83,14 @@ class Run:
                           f"training the run here to measure it", stacklevel=2)
             local = train_or_load(self.config, stores=[], progress=False)
             return local.measure(name, fn, device=device, **key)
-        value = json.loads(json.dumps(jsonable(fn(self.model(device))), allow_nan=True))
+        value = jsonable(fn(self.model(device)))  # JSON types already: what the record will read back
         self.measurements[entry] = value
         try:  # kept for publish; a read-only cache still measures, it only cannot keep the value
             with rundir.locked(self.dir):
                 stored = _read_measurements(self.dir)
                 stored[entry] = value
                 rundir.atomic_write_json(self.dir / rundir.MEASUREMENTS, stored)
-        except (OSError, rundir.RunDirError):
+        except OSError:  # RunDirError included
             pass
         return _ledger_measurement(self, entry, value)
 
@@ -236,11 +236,9 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
         pass  # checked again under the lock, where it is repaired
     rundir.make_run_dir(run_dir)
     with rundir.locked(run_dir):
-        try:
-            return _ledger(load_run(run_dir, config.hash), "cache")
-        except rundir.CorruptRun as err:
-            if (run_dir / rundir.METRICS).exists():
-                rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), str(err))
+        finished = _finished_or_cleared(run_dir, config)
+        if finished is not None:
+            return _ledger(finished, "cache")
         device = _start(config, run_dir, device)
         data = _data(config, data, root, download, device)
         trainer = _resume(lambda: Trainer(config, data, device), run_dir)
@@ -248,6 +246,16 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path | None = None, *, de
                     rundir.periodic(checkpoint_every, time.monotonic), progress)
         _finish(trainer, run_dir, device)
     return _ledger(load_run(run_dir, config.hash), "trained")
+
+
+def _finished_or_cleared(run_dir: Path, config: TrainConfig) -> Run | None:
+    """Under the run's lock: the finished run, else None, the files of a corrupt finished one discarded."""
+    try:
+        return load_run(run_dir, config.hash)
+    except rundir.CorruptRun as err:
+        if (run_dir / rundir.METRICS).exists():
+            rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), str(err))
+        return None
 
 
 def _start(config: TrainConfig, run_dir: Path, device) -> torch.device:
@@ -277,24 +285,21 @@ def _train_or_load_parallel(config: TrainConfig, run_dir: Path, *, device, root,
     it holds the lock, decides whether the run is finished or resumable, writes every checkpoint
     and the results; the others train beside it from the same state and read the finished run."""
     leader = distributed.rank() == 0
-    finished = None
-    if leader:
-        try:
-            finished = load_run(run_dir, config.hash)
-        except rundir.CorruptRun:
-            pass
-    if distributed.broadcast(finished is not None):
-        distributed.barrier()
-        return _ledger(load_run(run_dir, config.hash), "cache")
-    device = distributed.local_device(resolve_device(device))
     with contextlib.ExitStack() as stack:
+        finished = None
+        if leader:  # a finished run needs no lock; otherwise it is checked again under the lock, which
+            try:    # process 0 then keeps while the run trains
+                finished = load_run(run_dir, config.hash)
+            except rundir.CorruptRun:
+                rundir.make_run_dir(run_dir)
+                stack.enter_context(rundir.locked(run_dir))
+                finished = _finished_or_cleared(run_dir, config)
+        if distributed.broadcast(finished is not None):
+            return _ledger(load_run(run_dir, config.hash), "cache")
+        device = distributed.local_device(resolve_device(device))
         state = None
         data = _data(config, data, root, download, device)
         if leader:
-            rundir.make_run_dir(run_dir)
-            stack.enter_context(rundir.locked(run_dir))
-            if (run_dir / rundir.METRICS).exists():  # a corrupt finished run: redone
-                rundir.discard(run_dir, (rundir.METRICS, rundir.WEIGHTS, rundir.HISTORY), "not a complete run")
             _start(config, run_dir, device)
             if (run_dir / rundir.CHECKPOINT).exists():  # checked on a trainer of this process alone
                 state = _resume(lambda: Trainer(config, data, device, parallel=False), run_dir).state_dict()

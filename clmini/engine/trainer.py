@@ -136,7 +136,8 @@ class Trainer:
         views = augment(torch.cat([images, images]), generator, self.config.augment)
         labels = self.batch_labels(index)
         if self.world > 1:  # every process draws the global batch and its views; each keeps its share
-            views, labels = views[self.share(index.numel())], labels[self.share(index.numel())]
+            mine = self.share(index.numel())
+            views, labels = views[mine], labels[mine]
         with autocast(self.device, self.config.precision):
             z = self.parallel(views.contiguous(memory_format=self.memory_format))
             outputs = self.objective(z)
