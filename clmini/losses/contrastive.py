@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clmini.losses.core import (DENOMINATORS, Pairs, PairwiseLoss, Reduction, _mean_over_positives,
+from clmini.losses.core import (DENOMINATORS, Pairs, PairwiseLoss, Reduction, _mean_over_positives, _number_in,
                                 _positive_number, _temperature)
 from clmini.losses.logit_maps import Artanh, CosineTemperature, LogitMap, Scaled
 from clmini.losses.negatives import HardNegatives
@@ -196,10 +196,7 @@ class MACL(ContrastiveLoss):
                  reduction: Reduction = "mean", normalize: bool = True):
         super().__init__(Scaled(temperature), "positive+negatives", reduction, normalize)
         self.temperature = self.logit_map.temperature
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-        if isinstance(a0, bool) or not isinstance(a0, (int, float)) or not -1 <= a0 <= 1:
-            raise ValueError(f"a0 must be a number in [-1, 1] (a mean cosine similarity), got {a0!r}")
+        alpha, a0 = _number_in("alpha", alpha, 0, math.inf), _number_in("a0", a0, -1, 1)  # a mean cosine similarity
         if alpha * (1 + a0) >= 1:
             raise ValueError(f"alpha * (1 + a0) must be < 1, so that the temperature "
                              f"tau_0 (1 + alpha (A - a0)) stays > 0 for every A in [-1, 1]; got alpha={alpha!r}, a0={a0!r}")
@@ -293,8 +290,7 @@ class ScheduledTemperature(InfoNCE):
 
     def temperature_at(self, progress: float) -> float:
         """``tau(p)``."""
-        if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0 <= progress <= 1:
-            raise ValueError(f"progress must be a number in [0, 1], got {progress!r}")
+        progress = _number_in("progress", progress, 0, 1)
         cosine = (1 + math.cos(2 * math.pi * self.periods * progress)) / 2
         return min(max(self.tau_min + (self.tau_max - self.tau_min) * cosine, self.tau_min), self.tau_max)
 

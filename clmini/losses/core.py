@@ -37,6 +37,13 @@ def _positive_number(name: str, value) -> float:
     return float(value)
 
 
+def _number_in(name: str, value, low: float, high: float) -> float:
+    """A finite number in ``[low, high]`` (``high`` may be ``inf``: any finite number from ``low``)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
 def _temperature(name: str, value) -> float:
     """A temperature: finite, and large enough that ``s / value`` and the loss stay finite in float32."""
     value = _positive_number(name, value)
