@@ -15,11 +15,17 @@ from clmini.study.experiments import LABELS
 #: The book's figure style: figures are drawn about 10 inches wide and shown in a column of about
 #: 690 px, so text is set a little larger than matplotlib's default to stay readable there.
 BOOK_STYLE = {"font.size": 11, "axes.titlesize": "medium", "legend.fontsize": "small", "figure.dpi": 100}
+#: The book's table display: a cell is never cut to "..." (pandas cuts text beyond 50 characters by
+#: default, which would hide the end of an interval or a claim).
+TABLE_OPTIONS = {"display.max_colwidth": None}
 
 
 def use_book_style() -> None:
-    """Apply :data:`BOOK_STYLE` to matplotlib (a chapter calls it once, in its imports cell)."""
+    """Apply :data:`BOOK_STYLE` to matplotlib and :data:`TABLE_OPTIONS` to pandas (a chapter calls it
+    once, in its imports cell)."""
     plt.rcParams.update(BOOK_STYLE)
+    for option, value in TABLE_OPTIONS.items():
+        pd.set_option(option, value)
 
 
 def _axes(ax):

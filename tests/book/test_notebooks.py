@@ -1,6 +1,7 @@
 """The chapter runner: parameter checks before execution, failures that stop, text sources, smoke runs."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -321,6 +323,25 @@ def test_every_chapter_runs_under_smoke(stem, tmp_path, smoke_runs):
                   env={"CLMINI_RUNS": str(smoke_runs)}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not nbr.stored_errors(out)
+    assert not _cut_table_cells(out), f"{stem}: table cells cut to '...': {_cut_table_cells(out)[:3]}"
+
+
+def _cut_table_cells(notebook: Path) -> list[str]:
+    """Table cells of a notebook's HTML outputs that pandas cut short ("...": its max_colwidth)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    html = ["".join(o["data"]["text/html"]) for c in cells for o in c.get("outputs", ())
+            if "text/html" in o.get("data", {})]
+    return [cut for page in html for cut in re.findall(r"<td>([^<]*\.\.\.)</td>", page)]
+
+
+def test_book_style_never_cuts_a_table_cell(tmp_path):
+    from clmini.study import plots
+
+    long_text = "DCL − InfoNCE = -0.002 (95 % CI -0.013 to +0.010, 3 paired seeds)"
+    with pd.option_context("display.max_colwidth", 50):
+        assert "...</td>" in pd.DataFrame({"a": [long_text]})._repr_html_()  # pandas' default cuts it
+        plots.use_book_style()
+        assert long_text in pd.DataFrame({"a": [long_text]})._repr_html_()
 
 
 def test_kernel_runs_this_interpreter():
