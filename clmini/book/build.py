@@ -6,6 +6,7 @@ download menu offers (see ``_config.yml``).
 """
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,30 @@ from clmini.book.runner import run_chapters
 from clmini.book.toc import CHAPTERS_DIR, toc_chapters
 
 MATHJAX_SCRIPT = Path("node_modules") / "mathjax" / "es5" / "tex-mml-chtml.js"
+#: Where the runs of the last ``python -m clmini book`` came from, one MyST paragraph that the front
+#: page (book/intro.md) includes; generated beside the executed chapters, never committed.
+PROVENANCE = CHAPTERS_DIR / "provenance.txt"
+UNRECORDED = ("**This build**: its chapters were executed outside `python -m clmini book`, so where "
+              "their runs came from (published results, the run cache, or trained here) was not recorded.")
+
+
+def write_provenance(root: Path | str, profile: str, entries: list[dict], today: datetime.date | None = None) -> Path:
+    """Write :data:`PROVENANCE`: the profile, the date, and :func:`ledger_summary` of ``entries``."""
+    path = Path(root) / PROVENANCE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    day = (today or datetime.date.today()).isoformat()
+    path.write_text(f"**This build** (profile `{profile}`, run on {day}): "
+                    f"{ledger_summary(entries, results_store(Path(), profile))}\n")
+    return path
+
+
+def ensure_provenance(root: Path | str) -> Path:
+    """:data:`PROVENANCE` as it is, else written as :data:`UNRECORDED` (chapters executed some other
+    way, e.g. one by one with ``python -m clmini run``, then built with ``--skip-run``)."""
+    path = Path(root) / PROVENANCE
+    if not path.is_file():
+        path.write_text(UNRECORDED + "\n")
+    return path
 
 
 def stored_errors(notebook: Path | str) -> list[str]:
@@ -49,6 +74,7 @@ def build_html(root: Path | str, path_output: Path | str | None = None) -> Path:
     """``jupyter-book build <root> -W -n --keep-going``; returns ``_build/html/index.html``."""
     root = Path(root).resolve()
     _check_inputs(root)
+    ensure_provenance(root)
     out = Path(path_output).resolve() if path_output else root
     command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
                "build", str(root), "-W", "-n", "--keep-going", "--path-output", str(out)]
@@ -69,5 +95,7 @@ def build_book(root: Path | str, profile: str = DEFAULT_PROFILE, skip_run: bool 
     if not skip_run:
         with published_results(root, profile) as ledger:
             run_chapters(root, profile)
-            print(ledger_summary(read_ledger(ledger), results_store(root, profile)), flush=True)
+            entries = read_ledger(ledger)
+            print(ledger_summary(entries, results_store(root, profile)), flush=True)
+        write_provenance(root, profile, entries)
     return build_html(root, path_output)

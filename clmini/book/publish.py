@@ -74,7 +74,7 @@ def ledger_summary(entries: list[dict], store: Path | None) -> str:
                      f"(trained on {', '.join(devices)}, {dates[0]} to {dates[-1]})")
     parts.append(f"{counts['cache']} loaded from the local run cache")
     parts.append(f"{counts['trained']} trained on this machine")
-    return f"{len(entries)} runs: " + ", ".join(parts) + "."
+    return f"{len(entries)} run{'' if len(entries) == 1 else 's'}: " + ", ".join(parts) + "."
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ book`, the same command as `make book`, with a private run cache.
 """
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import os
 import re
@@ -136,6 +137,23 @@ def test_book_builds_every_page(built):
                  "book/bibliography.html", "book/chapters/00_fixture_chapter.html",
                  "book/chapters/claims_chapter.html", *(f"book/chapters/{stem}.html" for stem in RESULTS_PAGES)):
         assert page in pages
+
+
+def test_front_page_says_where_this_build_s_runs_came_from(built):
+    front = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (built / "book" / "intro.html").read_text()))
+    assert re.search(r"This build \(profile smoke , run on \d{4}-\d\d-\d\d\): \d+ runs: .* trained on this machine",
+                     front), "the front page names the profile and where the runs came from"
+
+
+def test_provenance_of_chapters_executed_elsewhere_says_it_was_not_recorded(tmp_path):
+    from clmini.book.build import PROVENANCE, UNRECORDED, ensure_provenance, write_provenance
+
+    (tmp_path / PROVENANCE.parent).mkdir(parents=True)
+    assert ensure_provenance(tmp_path).read_text().strip() == UNRECORDED
+    write_provenance(tmp_path, "quick", [{"hash": "a", "source": "trained"}], today=datetime.date(2026, 12, 2))
+    assert ensure_provenance(tmp_path).read_text().strip() == (
+        "**This build** (profile `quick`, run on 2026-12-02): 1 run: 0 loaded from the local run cache, "
+        "1 trained on this machine.")
 
 
 def test_html_uses_the_local_mathjax_and_no_cdn(built):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -72,6 +73,9 @@ def test_publish_then_build_loads_instead_of_training_then_verify(book):
     assert not list((book / ".runs").glob("*/weights.pt")), "a published run is not retrained"
     page = (book / "_build" / "html" / "book" / "chapters" / "00_results.html").read_text()
     assert "This build" in page and "2 loaded from the published results in results/smoke" in page
+    front = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (book / "_build" / "html" / "book" / "intro.html").read_text()))
+    assert re.search(r"This build \(profile smoke , run on \d{4}-\d\d-\d\d\): 2 runs: 2 loaded from the published "
+                     r"results in results/smoke .*, 0 trained on this machine", front), "the front page says it too"
 
     verified = clmini(book, "verify", "--profile", "smoke", "--sample", "1", "--seed", "0")
     assert verified.returncode == 0, verified.stdout + verified.stderr
