@@ -1,12 +1,14 @@
 # The two commands of the README:
-#   make book [PROFILE=quick|smoke|full]   set up, run every chapter, build the HTML book
+#   make book [PROFILE=standard|quick|smoke|full]   set up, run every chapter, build the HTML book
+#     standard (the default) renders the records published in results/standard/ and trains nothing;
+#     another profile trains what its published records and the run cache lack
 #   make test                              set up, run the test suite
 # Set-up (each step skipped once done): a Python 3.11 virtual environment in .venv with
 # requirements.txt, Fashion-MNIST from Debian's package where apt can install it, MathJax from npm.
 
 PYTHON  ?= python3.11
 VENV    ?= .venv
-PROFILE ?= quick
+PROFILE ?= standard
 PY      := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
