@@ -90,9 +90,10 @@ def make_book(dest: Path, stems: list[str], results: bool = False) -> Path:
         shutil.copy(FIXTURES / f"{stem}.md", dest / "notebooks")
     shutil.copy(FIXTURES / "profiles.yaml", dest / "notebooks")
     # Everything else of the repository (node_modules, .venv, tests, caches, README.md...) is
-    # linked in, so that a stray document there breaks this build as it would break the real one.
+    # linked in, so that a stray document there breaks this build as it would break the real one;
+    # not results/: the fixture book's chapters are not the book's, and a publish must not write there.
     for entry in REPO.iterdir():
-        if entry.name not in {"_config.yml", "_toc.yml", "book", "notebooks", "_build", ".git"}:
+        if entry.name not in {"_config.yml", "_toc.yml", "book", "notebooks", "_build", ".git", "results"}:
             (dest / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     return dest
 
