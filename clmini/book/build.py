@@ -15,7 +15,7 @@ import nbformat
 
 from clmini.book.errors import NotebookError
 from clmini.book.parameters import DEFAULT_PROFILE
-from clmini.book.publish import ledger_summary, published_results, read_ledger, results_store
+from clmini.book.publish import ledger_summary, published_results, read_ledger, results_store, this_build
 from clmini.book.runner import run_chapters
 from clmini.book.toc import CHAPTERS_DIR, toc_chapters
 
@@ -28,12 +28,10 @@ UNRECORDED = ("**This build**: its chapters were executed outside `python -m clm
 
 
 def write_provenance(root: Path | str, profile: str, entries: list[dict], today: datetime.date | None = None) -> Path:
-    """Write :data:`PROVENANCE`: the profile, the date, and :func:`ledger_summary` of ``entries``."""
+    """Write :data:`PROVENANCE`: :func:`this_build` of ``entries``."""
     path = Path(root) / PROVENANCE
     path.parent.mkdir(parents=True, exist_ok=True)
-    day = (today or datetime.date.today()).isoformat()
-    path.write_text(f"**This build** (profile `{profile}`, run on {day}): "
-                    f"{ledger_summary(entries, results_store(Path(), profile))}\n")
+    path.write_text(this_build(entries, profile, today) + "\n")
     return path
 
 

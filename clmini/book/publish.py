@@ -9,6 +9,7 @@ book build read that store before the run cache and tells afterwards where every
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -75,6 +76,13 @@ def ledger_summary(entries: list[dict], store: Path | None) -> str:
     parts.append(f"{counts['cache']} loaded from the local run cache")
     parts.append(f"{counts['trained']} trained on this machine")
     return f"{len(entries)} run{'' if len(entries) == 1 else 's'}: " + ", ".join(parts) + "."
+
+
+def this_build(entries: list[dict], profile: str, day: datetime.date | None = None) -> str:
+    """The book's sentence on where a build's runs came from: its profile, the day it ran, and
+    :func:`ledger_summary` (the store named relative to the book root)."""
+    return (f"**This build** (profile `{profile}`, run on {(day or datetime.date.today()).isoformat()}): "
+            f"{ledger_summary(entries, results_store(Path(), profile))}")
 
 
 @contextlib.contextmanager
